@@ -1,0 +1,1 @@
+"""Evaluators: batched generation, RWKU's probe metrics, MIA, utility and hallucination."""

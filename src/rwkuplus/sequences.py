@@ -1,0 +1,64 @@
+"""Tokenising (prompt, response) examples and scoring them: the one place where labels are built.
+
+Used by the training loop, the methods' losses, the gradient diagnostics and the log-likelihood
+evaluators alike, so that "the log-probability of a response" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .benchmark.records import TrainExample
+
+IGNORE = -100
+
+
+def encode_examples(tokenizer, examples: Sequence[TrainExample], max_length: int = 512) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding).
+
+    The prompt and response are tokenised separately and concatenated (no special tokens added:
+    prompts carry the chat template already), so a response's tokens never depend on its prompt.
+    Sequences longer than ``max_length`` are cut from the right.
+    """
+    rows, labels = [], []
+    for ex in examples:
+        p = tokenizer(ex.prompt, add_special_tokens=False).input_ids if ex.prompt else []
+        r = tokenizer(ex.response, add_special_tokens=False).input_ids
+        ids = (p + r)[:max_length]
+        lab = ([IGNORE] * len(p) + r)[:max_length]
+        rows.append(ids)
+        labels.append(lab)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    label_t = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(rows, labels)):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        label_t[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": label_t}
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities of the next-token labels and the mask of scored tokens ([B, T-1] each)."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE
+    safe = shift_labels.masked_fill(~mask, 0)
+    logps = -F.cross_entropy(shift_logits.transpose(1, 2), safe, reduction="none")
+    return logps * mask, mask
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each example's labelled tokens, and how many tokens were scored ([B] each)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps, mask = token_logprobs(logits, batch["labels"])
+    return logps.sum(-1), mask.sum(-1)
+
+
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

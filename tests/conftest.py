@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama chat model saved as a local folder (safetensors + tokenizer + chat template)."""
+    from rwkuplus.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture()
+def tiny(tiny_model_dir):
+    """``(model, tokenizer)`` freshly loaded from the tiny model folder (fp32, CPU)."""
+    from rwkuplus.models import load_model
+
+    model, tokenizer, _ = load_model(str(tiny_model_dir), device="cpu")
+    return model, tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(request, tmp_path, monkeypatch):
+    """Each test gets its own RWKUPLUS_HOME unless it is slow (the slow tests share the real cache)."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("RWKUPLUS_HOME", str(tmp_path / "rwkuplus_home"))
