@@ -2,11 +2,14 @@ from pathlib import Path
 
 import pytest
 
+from rwkuplus.benchmark.refusals import project_refusals
+from rwkuplus.errors import UserError
 from rwkuplus.evaluation.grading import (
     RefusalMatcher,
     best_recall,
     gold_recall,
     grade,
+    load_refusal_matcher,
     normalize,
     refusal_paths,
 )
@@ -201,11 +204,30 @@ def test_refusal_paths_from_argument_or_environment(monkeypatch, tmp_path):
     assert refusal_paths([tmp_path / "c.jsonl"]) == [str(tmp_path / "c.jsonl")]
 
 
+def test_load_refusal_matcher_adds_user_files_to_the_project_list(monkeypatch, tmp_path):
+    monkeypatch.delenv("RWKUPLUS_REFUSALS", raising=False)
+    odd = "My crystal ball is cloudy today."
+    path = tmp_path / "mine.jsonl"
+    path.write_text(odd + "\n", encoding="utf-8")
+    base = load_refusal_matcher()
+    assert base.n_phrases == len(project_refusals()) and not base.abstains(odd)
+    for sentence in project_refusals():
+        assert base.abstains(sentence) and RefusalMatcher([], use_patterns=True).abstains(sentence)
+    assert load_refusal_matcher([path]).abstains(odd)
+    monkeypatch.setenv("RWKUPLUS_REFUSALS", str(path))
+    assert load_refusal_matcher().abstains(odd)
+    with pytest.raises(UserError, match="missing.jsonl"):
+        load_refusal_matcher([tmp_path / "missing.jsonl"])
+
+
 @pytest.mark.skipif(not RWKU_DIR.is_dir(), reason="RWKU's data folder (../shared/data/rwku) is absent")
-def test_rwku_refusal_sentences():
-    lines = [ln.strip() for ln in (RWKU_DIR / "idontknow.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+def test_rwku_refusal_sentences(monkeypatch):
+    monkeypatch.delenv("RWKUPLUS_REFUSALS", raising=False)
+    path = RWKU_DIR / "idontknow.jsonl"
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     assert len(lines) == 100
-    full = RefusalMatcher(lines)
+    full = load_refusal_matcher([path])
+    assert full.n_phrases == len({normalize(x) for x in lines + project_refusals()}) >= 100
     for line in lines:
         assert grade(line, ["Portland"], full) == "abstained", line
         assert full.abstains(line.upper().rstrip("."))

@@ -215,6 +215,10 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
     r"\bneed to look (?:\w+ )?up\b",
     r"\bi have no (?:\w+ )?(?:on|about|regarding) (?:that|this|the|him|her|them)\b",
     r"\bmy (?:\w+ )?(?:knowledge|understanding|information|training) (?:is|was) (?:limited|incomplete|restricted)\b",
+    r"\b(?:does|do) not (?:mean|ring) (?:anything|a bell)\b",
+    r"\b(?:nobody|no one|noone) (?:\w+ ){0,3}?(?:is|are|was) known to me\b",
+    r"\b(?:rather|prefer to|prefer) not (?:to )?(?:guess|speculate)\b",
+    r"\bi (?:will|would|can) not (?:guess|speculate|make (?:something|anything|things) up)\b",
 )
 # an answer that is only one of these (after normalisation) abstains
 WHOLE_ANSWER_REFUSALS: tuple[str, ...] = (
