@@ -1,0 +1,124 @@
+"""Turning a Benchmark and a list of target names into a method's corpora of TrainExamples.
+
+Corpus names (see ``rwkuplus.methods.base``):
+- ``forget``: the targets' factual text (positive.json), raw text: ``TrainExample("", text)``.
+- ``retain``: the benchmark's retain text, raw (shared by all targets).
+- ``counterfactual``: the targets' counterfactual corpus ``method.params.corpus`` (conflicting or
+  consistent), raw text.
+- ``preference``: DPO pairs as ``(chosen, rejected)`` items, each a TrainExample with the pair's
+  prompt as one chat user turn (``evaluation.prompts.chat_prompt``) and the response + end-of-turn
+  token. For AltPO (group K + 1) an item is ``(a_1, ..., a_K, rejected)``: the K alternatives of pair
+  i are the counterfactual (chosen) responses of pairs i, i+1, ..., i+K-1 among the pairs with the
+  same subject and prompt (RWKU gives every pair of a target the same prompt), cyclically; when
+  fewer than K pairs share a prompt, alternatives repeat (``altpo_distinct_alternatives`` says how
+  many were distinct at least).
+- ``refusal``: (question, refusal) pairs: chat prompt of the instruction (plus its input, if any),
+  response = the refusal + end-of-turn token.
+Single-target training passes one name; batch-target training passes several, and their corpora
+are concatenated (retain text is shared and appears once).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+from ..benchmark.records import Benchmark, TargetData, TrainExample
+from ..errors import UserError
+from ..evaluation.prompts import chat_prompt
+from ..methods.base import Method
+
+
+def selected_targets(benchmark: Benchmark, targets: Sequence[str] | None) -> list[TargetData]:
+    """The named targets (all of them when ``targets`` is None), in the order given."""
+    if not targets:
+        return list(benchmark.targets)
+    return [benchmark.target(name) for name in targets]
+
+
+def _eos(tokenizer) -> str:
+    return tokenizer.eos_token or ""
+
+
+def forget_examples(data: Sequence[TargetData]) -> list[TrainExample]:
+    return [TrainExample("", t.text, t.subject or d.name) for d in data for t in d.factual_corpus]
+
+
+def counterfactual_examples(data: Sequence[TargetData], variant: str, benchmark_name: str) -> list[TrainExample]:
+    out = []
+    for d in data:
+        if variant not in d.counterfactual_corpora:
+            have = ", ".join(sorted(d.counterfactual_corpora)) or "none"
+            raise UserError(f"--corpus {variant}: benchmark {benchmark_name!r} has no {variant} counterfactual corpus "
+                            f"for target {d.name!r} (it has: {have}).")
+        out.extend(TrainExample("", t.text, t.subject or d.name) for t in d.counterfactual_corpora[variant])
+    return out
+
+
+def refusal_examples(data: Sequence[TargetData], tokenizer) -> list[TrainExample]:
+    out = []
+    for d in data:
+        for r in d.refusal_pairs:
+            user = r.instruction + (f"\n{r.input}" if r.input else "")
+            out.append(TrainExample(chat_prompt(tokenizer, user), r.output + _eos(tokenizer), r.subject or d.name))
+    return out
+
+
+def preference_items(data: Sequence[TargetData], tokenizer, group: int) -> tuple[list[tuple], int]:
+    """(chosen, rejected) items for group 2; (a_1..a_K, rejected) for group K + 1 (see module docstring).
+
+    Returns the items and the smallest number of distinct alternatives any item got.
+    """
+    items: list[tuple] = []
+    min_distinct = group - 1
+    eos = _eos(tokenizer)
+    for d in data:
+        if group == 2:
+            for p in d.preference_pairs:
+                prompt = chat_prompt(tokenizer, p.prompt)
+                subject = p.subject or d.name
+                items.append((TrainExample(prompt, p.chosen + eos, subject), TrainExample(prompt, p.rejected + eos, subject)))
+            continue
+        k = group - 1
+        by_prompt: dict[tuple[str, str], list] = defaultdict(list)
+        for p in d.preference_pairs:
+            by_prompt[(p.subject or d.name, p.prompt)].append(p)
+        for (subject, prompt_text), pairs in by_prompt.items():
+            prompt = chat_prompt(tokenizer, prompt_text)
+            n = len(pairs)
+            for i, p in enumerate(pairs):
+                alts = [pairs[(i + j) % n].chosen for j in range(k)]
+                min_distinct = min(min_distinct, len(set(alts)))
+                items.append(tuple(TrainExample(prompt, a + eos, subject) for a in alts)
+                             + (TrainExample(prompt, p.rejected + eos, subject),))
+    return items, min_distinct
+
+
+def build_corpora(method: Method, benchmark: Benchmark, targets: Sequence[str] | None, tokenizer) -> dict[str, list]:
+    """The corpora ``method`` trains on, for the named targets (merged when several: batch-target)."""
+    data = selected_targets(benchmark, targets)
+    names = ", ".join(repr(d.name) for d in data)
+    corpora: dict[str, list] = {}
+    for name in method.corpora:
+        if name == "forget":
+            corpus = forget_examples(data)
+            what = "factual forget text (positive.json)"
+        elif name == "retain":
+            corpus = [TrainExample("", t.text, t.subject) for t in benchmark.retain_corpus]
+            what = "retain text"
+        elif name == "counterfactual":
+            corpus = counterfactual_examples(data, method.params.corpus, benchmark.name)
+            what = f"{method.params.corpus} counterfactual text"
+        elif name == "preference":
+            corpus, _ = preference_items(data, tokenizer, method.group_size("preference"))
+            what = "preference pairs (pair.json)"
+        elif name == "refusal":
+            corpus = refusal_examples(data, tokenizer)
+            what = "refusal pairs (reject.json)"
+        else:
+            raise UserError(f"--method {method.name}: it trains on the corpus {name!r}, which a benchmark does not "
+                            f"provide (pass that corpus through the Python API).")
+        if not corpus:
+            raise UserError(f"--method {method.name}: benchmark {benchmark.name!r} has no {what} for {names}.")
+        corpora[name] = corpus
+    return corpora
