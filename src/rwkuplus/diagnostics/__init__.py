@@ -1,0 +1,1 @@
+"""Gradient-level knowledge-conflict diagnostics: per-example gradient Gram matrices and the measures."""
