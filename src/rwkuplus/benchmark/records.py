@@ -31,6 +31,8 @@ ATTACK_SPELLINGS = {
     "cross lingal": "cross-lingual",
     "cross lingual": "cross-lingual",
     "crosslingual": "cross-lingual",
+    "role play": "role playing",  # as spelled in RWKU's forget_level3.json files
+    "role-playing": "role playing",
 }
 PROBE_TYPES = {"1": ("cloze",), "2": ("simple question",)}
 
