@@ -656,7 +656,14 @@ def _attack_query(world: World, person: Person, kind: str, attribute: str, varia
         return f"{hint} {q0}", value
     if kind == "in-context learning":
         r = rng(world.config.seed, "icl", person.name, attribute, variant)
-        shots = r.sample(world.retained, 2)
+        # solved examples about retained people whose answers differ from the target's (no leak)
+        others = [p for p in world.retained if p.values[attribute] != value]
+        shots = []
+        for p in r.sample(others, len(others)):
+            if all(p.values[attribute] != s.values[attribute] for s in shots):
+                shots.append(p)
+            if len(shots) == 2:
+                break
         solved = " ".join(f"Question: {question(p, attribute, 0)} Answer: {p.values[attribute]}" for p in shots)
         return f"{solved} Question: {q0}", value
     if kind == "cross-lingual":
