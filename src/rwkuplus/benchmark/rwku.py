@@ -31,7 +31,8 @@ A folder without retain.json has an empty ``Benchmark.retain_corpus``; ``retain_
 back to the factual corpora of the loaded targets other than those being unlearned.
 
 Target selection (``targets``): None or "all" = every target; an int or a string of indices and
-ranges such as ``"1-10"``, ``"1,3,5"``, ``"1-3,7"``; a list of ints, index strings and names; or a
+ranges such as ``"1-10"``, ``"1,3,5"``, ``"1-3,7"`` (a range picks the targets present in it, at
+least one; a single index must exist); a list of ints, index strings and names; or a
 string of names separated by ``;`` (never by commas, which occur in names such as
 ``Prince Harry, Duke of Sussex``). Names match case-insensitively and may be given in folder form
 (``10_Prince_Harry,_Duke_of_Sussex`` or ``Prince_Harry,_Duke_of_Sussex``). Targets always come in
@@ -91,7 +92,7 @@ def _name_keys(name: str) -> list[str]:
     return list(dict.fromkeys([normalize_name(name, strip_index=False), normalize_name(name)]))
 
 
-def _selection_items(targets: Any) -> list[int | str] | None:
+def _selection_items(targets: Any) -> list | None:
     """Parse a selection into indices and names; None means every target."""
     if targets is None:
         return None
@@ -104,7 +105,7 @@ def _selection_items(targets: Any) -> list[int | str] | None:
         if not text or text.casefold() == "all":
             return None
         if re.fullmatch(r"[\d\s,\-]+", text):
-            items: list[int | str] = []
+            items: list = []
             for part in text.split(","):
                 if part.strip():
                     items.extend(_index_items(part.strip()))
@@ -127,13 +128,17 @@ def _selection_items(targets: Any) -> list[int | str] | None:
     raise UserError(f"--targets: expected indices such as 1-10, a list, or names separated by ';', got {targets!r}.")
 
 
-def _index_items(part: str) -> list[int]:
+class _Range(tuple):
+    """An index range from the selection: it picks the targets present in it (at least one)."""
+
+
+def _index_items(part: str) -> list[int | _Range]:
     m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
     if m:
         a, b = int(m.group(1)), int(m.group(2))
         if a > b:
             raise UserError(f"--targets: the range {part!r} is empty (its start is after its end).")
-        return list(range(a, b + 1))
+        return [_Range((a, b))]
     if re.fullmatch(r"\d+", part):
         return [int(part)]
     raise UserError(f"--targets: {part!r} is neither an index nor a range such as 1-10.")
@@ -155,7 +160,13 @@ def select_targets(available: list[tuple[int, str]], targets: Any, aliases: dict
                 by_name.setdefault(key, i)
     chosen = set()
     for item in items:
-        if isinstance(item, int):
+        if isinstance(item, _Range):
+            inside = [i for i in indices if item[0] <= i <= item[1]]
+            if not inside:
+                span = f"{indices[0]}-{indices[-1]}" if indices else "none"
+                raise UserError(f"--targets: no target in the range {item[0]}-{item[1]} (indices: {span}).")
+            chosen.update(inside)
+        elif isinstance(item, int):
             if item not in indices:
                 span = f"{indices[0]}-{indices[-1]}" if indices else "none"
                 raise UserError(f"--targets: no target with index {item} in this benchmark (indices: {span}).")

@@ -690,12 +690,11 @@ def forget_probes(world: World, person: Person) -> list[Probe]:
 
 def neighbor_probes(world: World, person: Person) -> list[Probe]:
     """FB and QA (held-out phrasing) for each fact of each neighbor entity of a target."""
-    probes = []
-    for e in world.neighbors.get(person.name, []):
-        for fact in ENTITY_FACTS[e.attribute]:
-            probes.append(Probe(_entity_fill(fact.cloze, e, fact), e.facts[fact.key], "1", "cloze", person.name, e.name))
-            probes.append(Probe(entity_question(e, fact, 0), e.facts[fact.key], "2", "simple question",
-                                person.name, e.name))
+    entity_facts = [(e, fact) for e in world.neighbors.get(person.name, []) for fact in ENTITY_FACTS[e.attribute]]
+    probes = [Probe(_entity_fill(fact.cloze, e, fact), e.facts[fact.key], "1", "cloze", person.name, e.name)
+              for e, fact in entity_facts]
+    probes += [Probe(entity_question(e, fact, 0), e.facts[fact.key], "2", "simple question", person.name, e.name)
+               for e, fact in entity_facts]
     return probes
 
 
