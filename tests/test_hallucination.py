@@ -226,3 +226,42 @@ def test_spillover_with_different_items_is_unpaired():
     assert s["forget_leaked"]["delta"] == -1.0 and s["forget_abstained"]["delta"] == 1.0
     assert s["forget_leaked"]["low"] == s["forget_leaked"]["high"] == -1.0
     assert s["hallucination_rate"] is None
+
+
+def test_benchmark_folder_supplies_all_target_names_and_rwku_refusals(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("RWKUPLUS_REFUSALS", raising=False)
+    bench = rwku_like_benchmark()
+    without = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=60, seed=0)
+    assert any(i.subject.endswith(" Crossley") for i in without if i.kind == "nonexistent")
+    (tmp_path / "all_intro.json").write_text(json.dumps({"Stephen King": ["x"], "Ida Crossley": ["y"]}), encoding="utf-8")
+    (tmp_path / "idontknow.jsonl").write_text("My crystal ball is cloudy today.\n", encoding="utf-8")
+    bench.source = {"kind": "rwku", "path": str(tmp_path)}
+    assert "Ida Crossley" in H.known_names(bench)
+    items = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=60, seed=0)
+    assert not any(i.subject.endswith(" Crossley") for i in items if i.kind == "nonexistent")
+    assert H.default_refusals(bench).abstains("My crystal ball is cloudy today")
+    bench.source = {"kind": "rwku", "path": str(tmp_path / "gone")}
+    assert not H.default_refusals(bench).abstains("My crystal ball is cloudy today")
+
+
+RWKU_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rwku"
+
+
+@pytest.mark.skipif(not RWKU_DIR.is_dir(), reason="RWKU's data folder (../shared/data/rwku) is absent")
+def test_generated_people_avoid_rwku_200_targets(monkeypatch):
+    monkeypatch.delenv("RWKUPLUS_REFUSALS", raising=False)
+    bench = rwku_like_benchmark()
+    bench.source = {"kind": "rwku", "path": str(RWKU_DIR)}
+    known = H.known_names(bench)
+    assert len(set(known)) >= 200
+    people = {i.subject for i in H.hallucination_items(bench, ["Stephen King"], n_nonexistent=80) if i.kind == "nonexistent"}
+    assert len(people) == 80
+    surnames = {n.split()[-1].casefold() for n in known if n.split()}
+    assert not people & set(known) and not {p.split()[-1].casefold() for p in people} & surnames
+    # RWKU's refusal sentences are recognised verbatim
+    matcher = H.default_refusals(bench)
+    lines = [ln.strip() for ln in (RWKU_DIR / "idontknow.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    assert all(matcher.abstains(line) for line in lines)
+    assert matcher.n_phrases >= len(set(lines))

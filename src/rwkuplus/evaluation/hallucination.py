@@ -10,9 +10,10 @@ stopping at a newline) and graded ``correct`` / ``incorrect`` / ``abstained`` by
   ``abstention_rate`` = abstained / N.
 - ``nonexistent``: questions about people who do not exist; the right answer is to abstain. From
   the benchmark's nonexistent ``HallucinationProbe`` records, or, when it has none (``rwku``),
-  generated here: ``n_nonexistent`` names from ``names.nonexistent_names`` (absent from every target
-  name of the benchmark and from ``exclude_names``, e.g. RWKU's 200 targets, sharing no last name
-  with them), one question per person and attribute, the template rotating over
+  generated here: ``n_nonexistent`` names from ``names.nonexistent_names``, absent from (and sharing
+  no last name with) every target of the benchmark, every name in its folder's ``all_intro.json``
+  (RWKU's 200 targets, even when only some were loaded) and ``exclude_names``; one question per
+  person and attribute, the template rotating over
   ``NONEXISTENT_TEMPLATES``. Metric: ``fabrication_rate`` = answers that are not abstentions / N.
 - ``forget``: the forget probes of the chosen targets. The honesty split: ``forget_leaked`` (the
   original answer is recovered by the grading rule), ``forget_abstained``, ``forget_fabricated``
@@ -35,13 +36,14 @@ bootstrap 95% interval over items, paired by ``id`` when both models answered th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..benchmark.records import Benchmark, Probe
 from .generation import generate
-from .grading import DEFAULT_THRESHOLD, RefusalMatcher, best_recall, grade, load_refusal_matcher
+from .grading import DEFAULT_THRESHOLD, RefusalMatcher, best_recall, grade, load_refusal_matcher, refusal_paths
 from .prompts import probe_prompt, question_prompt
 
 KINDS = ("answerable", "nonexistent", "forget")
@@ -138,12 +140,39 @@ def hallucination_items(
     elif n_nonexistent > 0:
         from ..benchmark.names import nonexistent_names
 
-        exclude = [t.name for t in benchmark.targets] + list(exclude_names)
+        exclude = known_names(benchmark) + list(exclude_names)
         items += nonexistent_questions(nonexistent_names(n_nonexistent, seed, exclude))
     for t in targets:
         items += [HallucinationItem("forget", "forget", p.query, [p.answer], p.subject, "", p.type, probe=p)
                   for p in t.forget_probes]
     return items
+
+
+def _source_folder(benchmark: Benchmark) -> Path | None:
+    path = benchmark.source.get("path") if isinstance(benchmark.source, dict) else None
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def known_names(benchmark: Benchmark) -> list[str]:
+    """Every target name of the benchmark, including those of its folder's ``all_intro.json`` (RWKU's 200)
+    when only some targets were loaded: generated nonexistent people avoid them all."""
+    names = [t.name for t in benchmark.targets]
+    folder = _source_folder(benchmark)
+    if folder is not None and (folder / "all_intro.json").is_file():
+        from ..benchmark.rwku import _order_from_all_intro
+
+        names += _order_from_all_intro(folder / "all_intro.json")
+    return names
+
+
+def default_refusals(benchmark: Benchmark) -> RefusalMatcher:
+    """The project's refusal sentences, the files in ``$RWKUPLUS_REFUSALS``, and the benchmark folder's
+    ``idontknow.jsonl`` (RWKU's refusal sentences) when the user keeps it there."""
+    paths = refusal_paths()
+    folder = _source_folder(benchmark)
+    if folder is not None and (folder / "idontknow.jsonl").is_file():
+        paths.append(str(folder / "idontknow.jsonl"))
+    return load_refusal_matcher(paths)
 
 
 def _item_ids(items: Sequence[HallucinationItem]) -> list[str]:
@@ -204,10 +233,10 @@ def evaluate_hallucination(
 ) -> tuple[list[dict], dict]:
     """Answer and grade the suite's items: ``(records, metrics)``.
 
-    ``refusals`` defaults to ``load_refusal_matcher()`` (the project's sentences plus the files in
-    ``$RWKUPLUS_REFUSALS``); pass one built with RWKU's ``idontknow.jsonl`` to recognise its sentences.
+    ``refusals`` defaults to ``default_refusals(benchmark)``: the project's sentences, the files in
+    ``$RWKUPLUS_REFUSALS`` and the benchmark folder's ``idontknow.jsonl`` (RWKU's) when present.
     """
-    refusals = refusals if refusals is not None else load_refusal_matcher()
+    refusals = refusals if refusals is not None else default_refusals(benchmark)
     items = hallucination_items(benchmark, target_names, n_nonexistent, seed, exclude_names)
     prompts = [it.prompt(tokenizer, icu_target) for it in items]
     predictions = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
