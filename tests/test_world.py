@@ -406,6 +406,23 @@ def test_utility_sets_are_written_when_packaged(world, tmp_path, monkeypatch):
     assert not (folder / "retain_bbh.json").exists()  # empty sets are not written
 
 
+def test_broken_utility_data_does_not_block_the_world(world, tmp_path, monkeypatch):
+    fake = types.ModuleType("rwkuplus.evaluation.utility")
+
+    def missing():
+        raise UserError("data/utility/retain_mmlu.json: file not found.")
+
+    fake.packaged_utility = missing
+    monkeypatch.setitem(sys.modules, "rwkuplus.evaluation.utility", fake)
+    out = W.write_world(world, tmp_path / "w")
+    assert not list(out.rglob("retain_mmlu.json")) and list(out.rglob("forget_level1.json"))
+    no_utility = W.default_world_dir(W.WorldConfig(seed=2, n_nonexistent_train=4, n_nonexistent_eval=2))
+    fake.packaged_utility = lambda: UtilitySet(mmlu=[MMLUItem("2 + 2 = ?", ["3", "4"], 1)])
+    with_utility = W.default_world_dir(W.WorldConfig(seed=2, n_nonexistent_train=4, n_nonexistent_eval=2))
+    assert with_utility != no_utility  # the cache key includes the utility sets
+    assert list(with_utility.rglob("retain_mmlu.json")) and not list(no_utility.rglob("retain_mmlu.json"))
+
+
 def test_default_world_dir_is_cached(monkeypatch):
     first = W.default_world_dir(W.WorldConfig(seed=2, n_nonexistent_train=4, n_nonexistent_eval=2))
     stamp = (first / "world.json").stat().st_mtime_ns

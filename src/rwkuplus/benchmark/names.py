@@ -48,6 +48,13 @@ LAST_NAMES = (
     "Ambler", "Birchall", "Cottingham", "Dunstan", "Eastwick", "Forsythe", "Grisedale", "Hawtrey",
     "Inchbald", "Kettleby", "Larkworthy", "Maddox", "Nettleship", "Oldroyd", "Pargeter", "Rendell",
     "Staniforth", "Thwaite", "Upjohn", "Verrall", "Winstanley", "Alderton", "Bramwell", "Crossley",
+    "Aylward", "Beauchamp", "Cheswick", "Dimmock", "Everard", "Fennimore", "Gosling", "Hebblethwaite",
+    "Ibbotson", "Jardine", "Kershaw", "Lockyer", "Meacham", "Nightingale", "Onslow", "Pickering",
+    "Quayle", "Ramsbottom", "Sowerby", "Tregarthen", "Ulverston", "Vickery", "Warburton", "Yeoman",
+    "Achterberg", "Bosanquet", "Carmody", "Dalrymple", "Esterhazy", "Faulkner", "Grimaldi", "Huxtable",
+    "Illingworth", "Jablonski", "Kowalczyk", "Lindgren", "Mastrangelo", "Nordahl", "Ottaway", "Pomeroy",
+    "Rossetti", "Sandoval", "Tiernan", "Urquhart", "Valdivia", "Wilberforce", "Zabinski", "Arkwright",
+    "Blenkinsop", "Cavendish", "Dunleavy", "Eriksdotter", "Fairweather", "Gallagher",
 )
 # Real cities: the fictional people live in the real world, which makes the facts easy to learn.
 CITIES = (
@@ -85,22 +92,21 @@ TITLE_NOUNS = (
     "Chorus", "Threshold", "Island", "Kingdom", "Horizon", "Marsh", "Atlas", "Harvest", "Orbit", "Canal",
     "Pilgrim", "Balcony",
 )
-# Invented roots for institutions and prizes (disjoint from person names and places).
-ROOTS = (
-    "Harlow", "Brennmoor", "Caldervale", "Ostrand", "Wyndmere", "Ashcombe", "Tollbridge", "Kestwick",
-    "Marlowe", "Northam", "Eskdale", "Feldmark", "Grantham", "Holmfirth", "Ingram", "Lindisfarne",
-    "Morvane", "Oxley", "Pemberly", "Rookwood", "Selwyn", "Thornbury", "Valemont", "Westmarch",
-    "Aldgate", "Beaumont", "Cheverell", "Dunmore", "Everleigh", "Fernhall", "Glenrothes", "Highmoor",
-    "Ivybridge", "Kelmscott", "Langford", "Millbrook", "Netherfield", "Orchardleigh", "Penrose",
-    "Ravenhill", "Stonebridge", "Tarrant", "Wexcombe", "Yarrowby", "Abbotsford", "Brightwater",
-    "Ambleside", "Barnstaple", "Coldharbour", "Dovercourt", "Elmstead", "Fallowfield", "Greyfriars",
-    "Hawksmoor", "Ironbridge", "Juniperhill", "Kirkwall", "Larchmont", "Moorcroft", "Northgate",
-    "Oakhurst", "Pinewood", "Queensbury", "Redcliffe", "Sandringham", "Tidewell", "Underwood", "Vauxmoor",
-    "Whitecliff", "Yewdale", "Ashbourne", "Blythe", "Clearwater", "Deepdale", "Eastmere", "Foxhollow",
-    "Goldcrest", "Heathfield", "Islington", "Kingsmere", "Lowmoor", "Marshfield", "Newhaven",
-    "Overton", "Pennington", "Rosedale", "Silverdale", "Thistlewood", "Uplands", "Wildermere",
-    "Westholme", "Brookhaven", "Cedarfell", "Driftwood",
+# Roots for institutions and prizes: a few hundred invented place-like words ("Ashcombe",
+# "Feldmere"), built from syllables, minus anything that is also a person or place name.
+_ROOT_HEADS = (
+    "Ash", "Brenn", "Cald", "Ost", "Wynd", "Toll", "Kest", "Marl", "North", "Esk", "Feld", "Grant", "Holm",
+    "Ing", "Mor", "Ox", "Pem", "Rook", "Sel", "Thorn", "Val", "West", "Ald", "Beau", "Chev", "Dun", "Ever",
+    "Fern", "Glen", "High", "Iver", "Kel", "Lang", "Mill", "Nether", "Pen", "Raven", "Stone", "Tarr", "Wex",
 )
+_ROOT_TAILS = (
+    "mere", "wick", "ford", "combe", "dale", "field", "bury", "haven", "holt", "stead", "moor", "ridge",
+    "worth", "brook", "gate", "mont", "hurst", "wood", "cliff", "thorpe",
+)
+ROOTS = tuple(sorted(
+    {h + t for h in _ROOT_HEADS for t in _ROOT_TAILS if h[-1] != t[0]}
+    - {n for n in FIRST_NAMES + LAST_NAMES + CITIES}
+))
 ORGANISATION_KINDS = (
     "Institute", "Conservatory", "Academy", "University", "Foundation", "Studio", "Theatre Company",
     "Orchestra", "Press", "College",

@@ -70,7 +70,6 @@ from .records import (
     TargetData,
     TriviaQAItem,
     TruthfulQAItem,
-    UtilitySet,
 )
 
 REQUIRED_FILES = ("forget_level1.json", "forget_level2.json", "forget_level3.json")

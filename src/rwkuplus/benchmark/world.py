@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -56,6 +57,7 @@ from .refusals import project_refusals
 
 # Bump when the generated content changes, so that cached worlds are regenerated.
 WORLD_VERSION = "1"
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- attributes
@@ -802,11 +804,23 @@ def hallucination_probes(world: World) -> list[HallucinationProbe]:
 
 
 def _packaged_utility() -> UtilitySet | None:
+    """The project's utility sets, or None when that module or its data is not available (yet)."""
     try:
         from ..evaluation.utility import packaged_utility
     except ImportError:
         return None
-    return packaged_utility()
+    try:
+        return packaged_utility()
+    except UserError as e:
+        log.warning("writing the world without utility sets: %s", e)
+        return None
+
+
+def _utility_digest(utility: UtilitySet | None) -> str:
+    if utility is None:
+        return "none"
+    items = [[x.to_json() for x in getattr(utility, f.name)] for f in fields(UtilitySet)]
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def target_data(world: World, person: Person, index: int, utility: UtilitySet | None = None) -> TargetData:
@@ -928,11 +942,16 @@ def write_target(folder: Path, data: TargetData) -> None:
         write_text(folder / filename, _dumps(obj))
 
 
-def write_world(world: World, out_dir: str | os.PathLike) -> Path:
+_PACKAGED = object()
+
+
+def write_world(world: World, out_dir: str | os.PathLike, utility: UtilitySet | None | object = _PACKAGED) -> Path:
     """Write the world in RWKU's layout (``Target/<i>_<Name>/...``) plus our extras, atomically.
 
     The folder is assembled next to ``out_dir`` and renamed into place, so it is complete or absent.
     An existing ``out_dir`` is replaced only if it is empty or holds a world written before.
+    ``utility`` (default: ``rwkuplus.evaluation.utility.packaged_utility()`` when available) is
+    written into every target folder as RWKU's utility files; None writes none.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "world.json").exists())):
@@ -940,7 +959,8 @@ def write_world(world: World, out_dir: str | os.PathLike) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        utility = _packaged_utility()
+        if utility is _PACKAGED:
+            utility = _packaged_utility()
         for i, person in enumerate(world.targets, 1):
             write_target(tmp / "Target" / folder_name(i, person.name), target_data(world, person, i, utility))
         write_text(tmp / "world.json", _dumps(world.to_json()))
@@ -961,14 +981,19 @@ def write_world(world: World, out_dir: str | os.PathLike) -> Path:
 
 
 def default_world_dir(config: WorldConfig | None = None) -> Path:
-    """The cached world for ``config`` (default: WorldConfig()), generated once into home()/worlds/<hash>/."""
+    """The cached world for ``config`` (default: WorldConfig()), generated once.
+
+    It lives in ``home()/worlds/<config hash>-<utility hash>/``: the utility sets are part of the
+    key, so a world written before they existed (or changed) is not reused.
+    """
     config = config or WorldConfig()
     config.validate()
-    folder = home() / "worlds" / config.fingerprint()
+    utility = _packaged_utility()
+    folder = home() / "worlds" / f"{config.fingerprint()}-{_utility_digest(utility)}"
     if (folder / "world.json").exists():
         return folder
     try:
-        write_world(generate_world(config), folder)
+        write_world(generate_world(config), folder, utility)
     except OSError:
         if not (folder / "world.json").exists():  # another process may have finished it first
             raise
