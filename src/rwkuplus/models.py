@@ -165,7 +165,9 @@ def load_model(
 ):
     """Return ``(model, tokenizer, resolved_spec)``; ``lora`` wraps a new adapter, ``adapter`` loads one."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress display owns the terminal
     resolved = resolve_model(spec)
     device = default_device() if device == "auto" else device
     torch_dtype = resolve_dtype(dtype, device)

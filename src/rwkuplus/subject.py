@@ -1,0 +1,233 @@
+"""The subject model: the default model after knowledge injection of the synthetic world.
+
+SmolLM2 does not know the world's fictional people, so a one-time fine-tune (the one training loop,
+plain NLL) teaches it the world's facts about targets, neighbor entities and retained people (in
+training phrasings; the evaluation phrasing is held out) and to say it does not know when asked
+about people who are not in the world. To keep the base model's general ability, the injection
+corpus also replays the base model's own greedy answers to a fixed list of everyday prompts
+(``data/replay_prompts.txt``, self-distillation).
+
+The result is cached under ``$RWKUPLUS_HOME/subjects/<key>/`` (safetensors + tokenizer +
+``subject.json``), keyed by a hash of model fingerprint + world configuration + injection settings.
+``subject.json`` holds the scores before and after injection, the thresholds and whether each
+is met, the time and the tokens trained. This model is the "Before" row of every experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from .benchmark.records import TrainExample
+from .benchmark.world import (
+    World, WorldConfig, forget_probes, generate_world, injection_checks, injection_corpus, neighbor_probes,
+)
+from .fileio import read_json, write_json
+from .models import DEFAULT_MODEL, load_model, resolve_model, save_model
+from .paths import home
+
+log = logging.getLogger(__name__)
+
+INJECTION_VERSION = 1
+
+#: What the "Before" model must reach on the default world (x100 for ROUGE, fractions for rates).
+THRESHOLDS = {
+    "forget_FB": 80.0,  # ROUGE-L recall x100 on the targets' FB probes
+    "forget_QA": 80.0,  # ... on the targets' QA probes
+    "neighbor_All": 80.0,  # ... on the neighbor probes
+    "retained_accuracy": 0.80,  # share of held-out questions about retained people answered correctly
+    "nonexistent_refusal": 0.80,  # share of questions about unseen nonexistent people refused
+    "general_kept": 0.90,  # share of general questions the base model got right that are still right
+}
+
+
+@dataclass(frozen=True)
+class InjectionSettings:
+    lr: float = 2e-4
+    epochs: float = 4.0
+    batch_size: int = 16
+    warmup_ratio: float = 0.05
+    max_length: int = 256
+    seed: int = 0
+    replay_tokens: int = 48  # length of the base model's replayed answers
+
+
+def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings) -> str:
+    blob = json.dumps({"version": INJECTION_VERSION, "model": resolve_model(model).fingerprint,
+                       "world": world_config.fingerprint(), "settings": asdict(settings)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def subject_model_dir(model: str = DEFAULT_MODEL, world_config: WorldConfig | None = None,
+                      settings: InjectionSettings | None = None) -> Path | None:
+    """The cached subject model's folder, or None when it has not been built yet."""
+    folder = home() / "subjects" / subject_key(model, world_config or WorldConfig(), settings or InjectionSettings())
+    return folder if (folder / "subject.json").is_file() else None
+
+
+def ensure_subject(model: str = DEFAULT_MODEL, world_config: WorldConfig | None = None,
+                   settings: InjectionSettings | None = None, progress: bool = True) -> Path:
+    """Build the subject model once (or reuse the cache) and return its folder."""
+    world_config = world_config or WorldConfig()
+    settings = settings or InjectionSettings()
+    existing = subject_model_dir(model, world_config, settings)
+    if existing is not None:
+        return existing
+    folder = home() / "subjects" / subject_key(model, world_config, settings)
+    build_subject(model, world_config, settings, folder, progress=progress)
+    return folder
+
+
+# ----------------------------------------------------------------------------------------- checks
+def _packaged_general_questions() -> list[tuple[str, list[str]]]:
+    """Short-answer general questions (the project's own factuality set) for the ability check."""
+    from .errors import UserError
+    from .evaluation.utility import packaged_utility
+
+    try:
+        items = packaged_utility().triviaqa
+    except UserError:  # the packaged sets are missing (a broken install): the check reports None
+        log.warning("The packaged factuality set is missing; the general-ability check is skipped.")
+        return []
+    return [(item.question, item.answers) for item in items]
+
+
+def subject_checks(model, tokenizer, world: World, general: list[tuple[str, list[str]]] | None = None,
+                   batch_size: int = 16) -> dict:
+    """The scores that say whether the model knows the world: see THRESHOLDS; plus per-question records."""
+    from .evaluation.generation import generate
+    from .evaluation.grading import grade, load_refusal_matcher
+    from .evaluation.probes import evaluate_probes
+    from .evaluation.prompts import question_prompt
+
+    probes = [p for t in world.targets for p in forget_probes(world, t) if p.level in ("1", "2")]
+    f_records, f_metrics = evaluate_probes(model, tokenizer, probes, batch_size=batch_size)
+    n_records, n_metrics = evaluate_probes(model, tokenizer, [p for t in world.targets for p in neighbor_probes(world, t)],
+                                           batch_size=batch_size)
+    checks = injection_checks(world)
+    matcher = load_refusal_matcher(paths=[])
+    questions = checks["retained"] + checks["nonexistent"] + [(q, a) for q, a in (general or [])]
+    answers = generate(model, tokenizer, [question_prompt(tokenizer, q) for q, _ in questions], batch_size=batch_size)
+    graded = []
+    for (q, gold), answer in zip(questions, answers):
+        golds = gold if isinstance(gold, list) else ([gold] if gold else [])
+        graded.append({"question": q, "gold": golds, "prediction": answer, "grade": grade(answer, golds, matcher, question=q)})
+    n_ret, n_non = len(checks["retained"]), len(checks["nonexistent"])
+    retained, nonexistent, gen = graded[:n_ret], graded[n_ret:n_ret + n_non], graded[n_ret + n_non:]
+    scores = {
+        "forget_FB": f_metrics.get("FB"), "forget_QA": f_metrics.get("QA"), "neighbor_All": n_metrics.get("All"),
+        "retained_accuracy": _share(retained, "correct"), "nonexistent_refusal": _share(nonexistent, "abstained"),
+    }
+    return {"scores": scores, "records": {"forget": f_records, "neighbor": n_records, "retained": retained,
+                                          "nonexistent": nonexistent, "general": gen}}
+
+
+def _share(rows: list[dict], grade: str) -> float | None:
+    return sum(r["grade"] == grade for r in rows) / len(rows) if rows else None
+
+
+def general_kept(before: list[dict], after: list[dict]) -> tuple[float | None, int]:
+    """Share of the general questions answered correctly before that are still correct after."""
+    known = [i for i, r in enumerate(before) if r["grade"] == "correct"]
+    if not known:
+        return None, 0
+    return sum(after[i]["grade"] == "correct" for i in known) / len(known), len(known)
+
+
+# ------------------------------------------------------------------------------------------ build
+def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> list[TrainExample]:
+    """The base model's own greedy answers to everyday prompts, replayed to keep its general behaviour."""
+    from .evaluation.generation import generate
+    from .evaluation.prompts import chat_prompt
+
+    text = resources.files("rwkuplus").joinpath("data/replay_prompts.txt").read_text(encoding="utf-8")
+    prompts = [chat_prompt(tokenizer, line.strip()) for line in text.splitlines() if line.strip()]
+    answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       stop_at_newline=False)
+    eos = tokenizer.eos_token or ""
+    return [TrainExample(p, a + eos) for p, a in zip(prompts, answers) if a]
+
+
+def build_subject(model_spec: str, world_config: WorldConfig, settings: InjectionSettings, folder: Path,
+                  progress: bool = True) -> dict:
+    """Inject the world into ``model_spec`` and save the subject model + ``subject.json`` into ``folder``."""
+    from .methods import make_method
+    from .training.loop import train
+    from .training.settings import TrainSettings
+
+    start = time.perf_counter()
+    world = generate_world(world_config)
+    model, tokenizer, resolved = load_model(model_spec)
+    model.eval()
+    general = _packaged_general_questions()
+    _say(progress, "Scoring the base model on the world (before injection)...")
+    before = subject_checks(model, tokenizer, world, general)
+    corpus = injection_corpus(world, tokenizer)
+    replay = replay_examples(model, tokenizer, settings.replay_tokens)
+    examples = corpus + replay
+    _say(progress, f"Injecting the world: {len(corpus)} examples + {len(replay)} replayed answers, "
+                   f"{settings.epochs:g} epochs at lr {settings.lr:g}...")
+    train_settings = TrainSettings(lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size,
+                                   warmup_ratio=settings.warmup_ratio, schedule="cosine", max_length=settings.max_length,
+                                   seed=settings.seed, mode="full", max_forget_nll_per_token=None)
+    bar = _step_bar(progress, train_settings.total_steps(len(examples)))
+    result = train(model, tokenizer, make_method("sft", corpus_name="injection"), {"injection": examples},
+                   train_settings, on_step=(lambda row: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    model = result.model
+    model.eval()
+    _say(progress, "Scoring the subject model (after injection)...")
+    after = subject_checks(model, tokenizer, world, general)
+    kept, n_known = general_kept(before["records"]["general"], after["records"]["general"])
+    after["scores"]["general_kept"] = kept
+    met = {k: (after["scores"].get(k) is not None and after["scores"][k] >= v) for k, v in THRESHOLDS.items()}
+    summary = {
+        "model": model_spec, "model_fingerprint": resolved.fingerprint, "world_config": world_config.to_json(),
+        "world_fingerprint": world_config.fingerprint(), "settings": asdict(settings),
+        "injection_version": INJECTION_VERSION,
+        "before": before["scores"], "after": after["scores"], "general_known_before": n_known,
+        "thresholds": THRESHOLDS, "thresholds_met": met, "all_thresholds_met": all(met.values()),
+        "training": {**result.to_json(), "examples": len(examples), "replay_examples": len(replay),
+                     "train_seconds": result.cost.wall_time_s},
+        "total_seconds": time.perf_counter() - start,
+    }
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    write_json(tmp / "records_before.json", before["records"])
+    write_json(tmp / "records_after.json", after["records"])
+    write_json(tmp / "subject.json", summary)  # written last: its presence marks a finished subject
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return summary
+
+
+def read_subject(folder: Path) -> dict:
+    return read_json(Path(folder) / "subject.json")
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, flush=True)
+
+
+def _step_bar(progress: bool, total: int):
+    if not progress:
+        return None
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="injection steps", unit="step", disable=not sys.stderr.isatty())
+
+
+__all__ = ["THRESHOLDS", "InjectionSettings", "ensure_subject", "subject_model_dir", "subject_checks",
+           "build_subject", "read_subject"]

@@ -1,0 +1,44 @@
+from pathlib import Path
+
+from rwkuplus.benchmark.world import WorldConfig
+from rwkuplus.cli import main
+from rwkuplus.subject import THRESHOLDS, InjectionSettings, ensure_subject, general_kept, read_subject, subject_model_dir
+
+TINY_WORLD = WorldConfig(seed=3, n_targets=1, n_neighbors_per_target=1, n_retained=2, n_attributes=3, attributes=("birth_year", "birthplace", "work"),
+                         n_counterfactual=2, n_injection_texts=1, n_nonexistent_train=4, n_nonexistent_eval=2,
+                         n_attack_per_kind=1)
+TINY_SETTINGS = InjectionSettings(epochs=1, batch_size=8, replay_tokens=4, max_length=96)
+
+
+def test_injection_builds_caches_and_reports(tiny_model_dir):
+    spec = str(tiny_model_dir)
+    assert subject_model_dir(spec, TINY_WORLD, TINY_SETTINGS) is None
+    folder = ensure_subject(spec, TINY_WORLD, TINY_SETTINGS, progress=False)
+    summary = read_subject(folder)
+    assert set(summary["thresholds"]) == set(THRESHOLDS) == set(summary["thresholds_met"])
+    for key in ("forget_FB", "forget_QA", "neighbor_All", "retained_accuracy", "nonexistent_refusal"):
+        assert key in summary["before"] and key in summary["after"]
+    assert summary["training"]["cost"]["tokens_trained"] > 0 and summary["training"]["steps"] >= 1
+    assert (folder / "model.safetensors").is_file() and (folder / "records_after.json").is_file()
+    # The tiny random model knows nothing: the thresholds are honestly reported as unmet.
+    assert summary["all_thresholds_met"] is False
+    stamp = (folder / "subject.json").stat().st_mtime_ns
+    assert ensure_subject(spec, TINY_WORLD, TINY_SETTINGS, progress=False) == folder
+    assert (folder / "subject.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert subject_model_dir(spec, TINY_WORLD, TINY_SETTINGS) == folder
+    # Another world or other settings are another subject model.
+    assert subject_model_dir(spec, WorldConfig(seed=4), TINY_SETTINGS) is None
+
+
+def test_general_kept_counts_only_what_the_base_model_knew():
+    before = [{"grade": "correct"}, {"grade": "incorrect"}, {"grade": "correct"}, {"grade": "abstained"}]
+    after = [{"grade": "correct"}, {"grade": "correct"}, {"grade": "incorrect"}, {"grade": "correct"}]
+    assert general_kept(before, after) == (0.5, 2)
+    assert general_kept([{"grade": "incorrect"}], [{"grade": "correct"}]) == (None, 0)
+
+
+def test_subject_command_rejects_a_bad_model_path(tmp_path, capsys):
+    assert main(["subject", "--model", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no such folder" in err and "Traceback" not in err
+    assert not Path(tmp_path / "nope").exists()
