@@ -106,6 +106,7 @@ def test_target_layout_with_quirks(rwku_dir):
     (["Prince Harry, Duke of Sussex"], [10]),
     ("Prince Harry, Duke of Sussex", [10]),
     ("beyoncé; stephen king", [1, 24]),
+    ("24;Stephen_King", [1, 24]),
     (["10_Prince_Harry,_Duke_of_Sussex", "24"], [10, 24]),
     (["Prince_Harry,_Duke_of_Sussex", 1], [1, 10]),
     ("all", [1, 10, 24]),

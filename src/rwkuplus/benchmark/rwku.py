@@ -33,7 +33,7 @@ back to the factual corpora of the loaded targets other than those being unlearn
 Target selection (``targets``): None or "all" = every target; an int or a string of indices and
 ranges such as ``"1-10"``, ``"1,3,5"``, ``"1-3,7"`` (a range picks the targets present in it, at
 least one; a single index must exist); a list of ints, index strings and names; or a
-string of names separated by ``;`` (never by commas, which occur in names such as
+string of names (or indices) separated by ``;`` (never by commas, which occur in names such as
 ``Prince Harry, Duke of Sussex``). Names match case-insensitively and may be given in folder form
 (``10_Prince_Harry,_Duke_of_Sussex`` or ``Prince_Harry,_Duke_of_Sussex``). Targets always come in
 benchmark (index) order.
@@ -109,7 +109,7 @@ def _selection_items(targets: Any) -> list | None:
                 if part.strip():
                     items.extend(_index_items(part.strip()))
             return items
-        return [n.strip() for n in text.split(";") if n.strip()]
+        return _selection_items([n for n in text.split(";") if n.strip()])
     if isinstance(targets, (list, tuple)):
         items = []
         for t in targets:

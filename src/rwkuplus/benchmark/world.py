@@ -945,6 +945,15 @@ def write_target(folder: Path, data: TargetData) -> None:
 _PACKAGED = object()
 
 
+def _usual_permissions(folder: Path) -> None:
+    """Temporary files and folders are private (0600 / 0700); give the finished world the umask's modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def write_world(world: World, out_dir: str | os.PathLike, utility: UtilitySet | None | object = _PACKAGED) -> Path:
     """Write the world in RWKU's layout (``Target/<i>_<Name>/...``) plus our extras, atomically.
 
@@ -967,6 +976,7 @@ def write_world(world: World, out_dir: str | os.PathLike, utility: UtilitySet | 
         write_text(tmp / "retain.json", _dumps(_records(retain_corpus(world))))
         write_text(tmp / "hallucination.json", _dumps(_records(hallucination_probes(world))))
         write_text(tmp / "corpus_stats.json", _dumps(corpus_stats(world)))
+        _usual_permissions(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / out.name)
