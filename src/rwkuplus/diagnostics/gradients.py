@@ -14,7 +14,8 @@ module that owns a selected parameter, its input and the gradient of the loss w.
   that sum from the two token kernels (cost ~ N^2 (d_in + d_out) for N tokens, memory in blocks)
   or materialises the n per-example gradients (cost ~ N d_in d_out + n^2 d_in d_out, memory
   n d_in d_out), whichever is cheaper and fits ``memory_budget_mb``. Biases are the case a = 1.
-- ``Embedding``: G_i = sum_t onehot(x_it) delta_it^T, so the first kernel is [x_it == x_js].
+- ``Embedding``: G_i = sum_t onehot(x_it) delta_it^T, so the first kernel is [x_it == x_js]
+  (tokens equal to the embedding's ``padding_idx`` carry no gradient, as in ``nn.Embedding``).
 - Anything else that owns a selected parameter (RMSNorm/LayerNorm scales, ...): its per-example
   gradients are computed exactly with ``torch.func.vmap`` over the vector-Jacobian product of the
   module at the captured input and output gradient (these parameters are small).
@@ -355,7 +356,11 @@ class _Engine:
         for k, role in use.keys:
             shape = self.states[k].shape
             if use.kind == "embedding":
-                f = _Factor(tok_items, D, int(shape[0]), ids=use.x[mask], use=use.index)
+                ids = use.x[mask]
+                pad = getattr(use.module, "padding_idx", None)
+                if pad is not None:  # nn.Embedding never updates its padding row
+                    D = D * (ids != pad)[:, None]
+                f = _Factor(tok_items, D, int(shape[0]), ids=ids, use=use.index)
             elif role == "weight":
                 f = _Factor(tok_items, use.x[mask].float(), int(shape[0]), L=D, use=use.index)
             else:  # bias: a = 1
