@@ -1,0 +1,174 @@
+"""The run configuration: one typed dataclass, loaded from YAML (``safe_load``), overridable on the command line.
+
+Every key is validated with a one-sentence error naming the file and the key. The resolved
+configuration is saved as ``config.yaml`` in the run folder.
+
+Keys (all optional):
+
+``benchmark``   ``world`` (default), ``world:SEED`` or ``rwku:DIR`` (a folder in RWKU's layout).
+``model``       model spec; default: for ``world`` the subject model (the default model after
+                knowledge injection, built once and cached); for ``rwku`` required.
+``targets``     target selection (``"1-2"``, a list of indices or names); default: the first two world
+                targets (``all`` = every target).
+``methods``     list of ``before``, ``icu`` and registry names; ``cft-sft:consistent`` picks a
+                counterfactual corpus; ``before`` is always evaluated.
+``settings``    list of ``full`` / ``lora``.
+``target_mode`` ``single`` (each target from a fresh copy, results averaged) or ``batch``.
+``seeds``       list of ints.
+``checkpoints`` training steps at which to evaluate along the trajectory (0 = before training).
+``diagnostics`` record gradient-conflict measures at checkpoints for CFT methods (bool).
+``train``       per-method overrides of the training settings, e.g. ``{ga: {lr: 2e-5, max_steps: 20}}``;
+                the key ``all`` applies to every method.
+``eval``        evaluation options: ``batch_size``, ``parts`` (forget, neighbor, mia, utility,
+                hallucination), ``utility_items`` (cap per utility set; null = all).
+``preset``      training preset (``default`` or ``rwku-llama3``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+DEFAULT_METHODS = ("before", "icu", "ga", "gd", "npo", "rt", "cft-sft:conflicting", "cft-sft:consistent",
+                   "cft-dpo", "altpo")
+QUICK_METHODS = ("before", "ga", "cft-sft:conflicting", "cft-sft:consistent")
+EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination")
+TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "warmup_steps", "schedule",
+              "weight_decay", "max_grad_norm", "max_length", "layers")
+
+
+@dataclass
+class RunConfig:
+    benchmark: str = "world"
+    model: str | None = None
+    targets: Any = "1-2"
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    settings: list[str] = field(default_factory=lambda: ["full"])
+    target_mode: str = "single"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    checkpoints: list[int] = field(default_factory=lambda: [0, 8, 16])
+    diagnostics: bool = True
+    train: dict[str, dict] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "parts": list(EVAL_PARTS),
+                                                         "utility_items": 50})
+    preset: str = "default"
+
+    # --------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"--config {path}: file not found.") from None
+        except yaml.YAMLError as e:
+            raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]}).") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise UserError(f"--config {path}: expected a mapping of keys to values at the top level.")
+        return cls.from_dict(data, where=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> RunConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                raise UserError(f"{where}: unknown key {key!r}; expected one of {', '.join(known)}.")
+        config = cls(**{k: v for k, v in data.items()})
+        if "eval" in data:  # partial eval options keep the other defaults
+            config.eval = {**cls().eval, **(data["eval"] or {})}
+        return config.validate(where)
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    # ------------------------------------------------------------------------------- validation
+    def validate(self, where: str = "config") -> RunConfig:
+        from .methods import method_names
+
+        def fail(key: str, what: str, got: Any):
+            raise UserError(f"{where}: key '{key}' should be {what}, got {got!r}.")
+
+        if not isinstance(self.benchmark, str) or not (
+            self.benchmark == "world" or self.benchmark.startswith(("world:", "rwku:"))
+        ):
+            fail("benchmark", "'world', 'world:SEED' or 'rwku:DIR'", self.benchmark)
+        if self.benchmark.startswith("world:") and not self.benchmark[6:].lstrip("-").isdigit():
+            fail("benchmark", "'world:SEED' with an integer seed", self.benchmark)
+        if self.benchmark.startswith("rwku:") and not Path(self.benchmark[5:]).expanduser().is_dir():
+            fail("benchmark", "'rwku:DIR' naming an existing data folder", self.benchmark)
+        if self.benchmark.startswith("rwku:") and not self.model:
+            fail("model", "a model spec when the benchmark is rwku (there is no subject model)", self.model)
+        if self.model is not None and not isinstance(self.model, str):
+            fail("model", "a model spec (string)", self.model)
+        if not isinstance(self.methods, list) or not self.methods:
+            fail("methods", "a non-empty list of method names", self.methods)
+        known = set(method_names()) | {"before"}
+        for m in self.methods:
+            name, _, corpus = str(m).partition(":")
+            if name not in known:
+                fail("methods", f"a list of known methods ({', '.join(sorted(known))})", m)
+            if corpus and corpus not in ("conflicting", "consistent"):
+                fail("methods", "entries like 'cft-sft:consistent' (corpus conflicting or consistent)", m)
+        if not isinstance(self.settings, list) or not self.settings or any(s not in ("full", "lora") for s in self.settings):
+            fail("settings", "a non-empty list of 'full' and/or 'lora'", self.settings)
+        if self.target_mode not in ("single", "batch"):
+            fail("target_mode", "'single' or 'batch'", self.target_mode)
+        if not isinstance(self.seeds, list) or not self.seeds or not all(_is_int(s) for s in self.seeds):
+            fail("seeds", "a non-empty list of integers", self.seeds)
+        if not isinstance(self.checkpoints, list) or not all(_is_int(s) and s >= 0 for s in self.checkpoints):
+            fail("checkpoints", "a list of non-negative integers (training steps)", self.checkpoints)
+        if not isinstance(self.diagnostics, bool):
+            fail("diagnostics", "true or false", self.diagnostics)
+        if not isinstance(self.train, dict):
+            fail("train", "a mapping of method name to training options", self.train)
+        for method, options in self.train.items():
+            if method != "all" and method not in known:
+                fail("train", f"a mapping whose keys are methods or 'all' (unknown {method!r})", method)
+            if not isinstance(options, dict):
+                fail(f"train.{method}", "a mapping of training options", options)
+            for k in options:
+                if k not in TRAIN_KEYS:
+                    fail(f"train.{method}", f"a mapping with keys among {', '.join(TRAIN_KEYS)} (unknown {k!r})", k)
+        if not isinstance(self.eval, dict):
+            fail("eval", "a mapping of evaluation options", self.eval)
+        for k, v in self.eval.items():
+            if k == "parts":
+                if not isinstance(v, list) or any(p not in EVAL_PARTS for p in v):
+                    fail("eval.parts", f"a list among {', '.join(EVAL_PARTS)}", v)
+            elif k == "batch_size":
+                if not _is_int(v) or v < 1:
+                    fail("eval.batch_size", "a positive integer", v)
+            elif k == "utility_items":
+                if v is not None and (not _is_int(v) or v < 1):
+                    fail("eval.utility_items", "a positive integer or null", v)
+            else:
+                fail("eval", "a mapping with keys batch_size, parts, utility_items", k)
+        if self.preset not in ("default", "rwku-llama3"):
+            fail("preset", "'default' or 'rwku-llama3'", self.preset)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def quick_config() -> RunConfig:
+    """``--quick``: one target, four methods, short training, the cheap evaluation parts."""
+    return RunConfig(targets="1", methods=list(QUICK_METHODS), checkpoints=[0, 8],
+                     train={"all": {"max_steps": 8}},
+                     eval={"batch_size": 16, "parts": ["forget", "neighbor", "mia", "hallucination"],
+                           "utility_items": 20})

@@ -1,0 +1,430 @@
+"""``rwkuplus run``: the whole suite, unit by unit, resumable, into one run folder.
+
+A *unit* is one method x setting x target (or target batch) x seed. Each unit starts from the
+same starting weights (kept in memory), trains through the one loop (``training.loop.train``),
+is evaluated along its trajectory (checkpoints: forget/neighbor probes, the hallucination suite,
+the multiple-choice utility sets and, for CFT units, the gradient-conflict measures) and at the
+end with the whole RWKU evaluation + hallucination suite, and is scored against the Before unit
+of the same target (trade-off metrics, spillover, costs). Its ``result.json`` is written
+atomically when it finishes: a rerun skips finished units, an interrupted run loses only the unit
+in progress, a unit that fails is recorded with its reason and the suite goes on.
+
+Run folder::
+
+    config.yaml  run.json  run.log
+    units/<unit id>/result.json           metrics, costs, trajectory, diagnostics, status
+    units/<unit id>/eval/...              per-probe records (JSONL) of the final evaluation
+    units/<unit id>/train_log.jsonl       per-step loss parts, lr, grad norm, tokens, time
+    summary.json  summary.csv  summary.md  report.html
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import UserError
+from .fileio import read_json, write_json, write_jsonl, write_text
+
+log = logging.getLogger("rwkuplus.run")
+
+LABELS = {"before": "Before", "icu": "ICU", "ga": "GA", "gd": "GD", "ga-kl": "GA+KL", "npo": "NPO", "npo-gd": "NPO-GD",
+          "npo-kl": "NPO-KL", "simnpo": "SimNPO", "rt": "RT", "cft-sft": "CFT-SFT", "cft-dpo": "CFT-DPO",
+          "altpo": "AltPO"}
+RWKU_COLUMNS = ("Forget FB", "Forget QA", "Forget AA", "Forget All", "Neighbor FB", "Neighbor QA", "Neighbor All",
+                "MIA FM", "MIA RM", "Gen", "Rea", "Tru", "Fac", "Flu")
+UTILITY_COLUMNS = ("Gen", "Rea", "Tru", "Fac", "Flu")
+
+
+@dataclass(frozen=True)
+class Unit:
+    method: str  # "before", "icu" or a registry name
+    corpus: str | None
+    setting: str
+    targets: tuple[str, ...]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        base = LABELS.get(self.method, self.method)
+        return f"{base} ({self.corpus})" if self.corpus else base
+
+    @property
+    def trains(self) -> bool:
+        return self.method not in ("before", "icu")
+
+    @property
+    def id(self) -> str:
+        method = self.method + (f"-{self.corpus}" if self.corpus else "")
+        target = _slug("+".join(self.targets)) if len(self.targets) < 4 else f"batch{len(self.targets)}"
+        setting = self.setting if self.trains else "none"
+        seed = f"s{self.seed}" if self.trains else "s-"
+        return f"{method}__{setting}__{target}__{seed}"
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "label": self.label, "setting": self.setting if self.trains else "none",
+                "target": " + ".join(self.targets), "targets": list(self.targets), "seed": self.seed, "corpus": self.corpus}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")[:80]
+
+
+def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
+    """Before and ICU once per target; every trained method per setting, target (or batch) and seed."""
+    groups = [(t,) for t in target_names] if config.target_mode == "single" else [tuple(target_names)]
+    units: list[Unit] = [Unit("before", None, "none", (t,), 0) for t in target_names]
+    for entry in config.methods:
+        name, _, corpus = entry.partition(":")
+        if name == "before":
+            continue
+        if name == "icu":
+            units += [Unit("icu", None, "none", (t,), 0) for t in target_names]
+            continue
+        if name == "cft-sft" and not corpus:
+            corpus = "conflicting"
+        for seed in config.seeds:
+            for setting in config.settings:
+                units += [Unit(name, corpus or None, setting, g, seed) for g in groups]
+    return units
+
+
+# ------------------------------------------------------------------------------------------ suite
+class Suite:
+    def __init__(self, config: RunConfig, out_dir: Path, progress: bool = True):
+        self.config = config
+        self.out = Path(out_dir)
+        self.progress = progress
+
+    def run(self) -> dict:
+        from .evaluation.runner import EvalSettings
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_config_unchanged()
+        handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("rwkuplus").addHandler(handler)
+        logging.getLogger("rwkuplus").setLevel(logging.INFO)
+        try:
+            started = time.perf_counter()
+            self.benchmark, model_spec, model_info = self._prepare()
+            names = [t.name for t in self.benchmark.targets]
+            units = plan_units(self.config, names)
+            done = [u for u in units if (self._unit_dir(u) / "result.json").is_file()]
+            todo = [u for u in units if u not in done]
+            log.info("run: %d units, %d already finished, %d to do", len(units), len(done), len(todo))
+            self._say(f"{len(units)} units: {len(done)} finished earlier, {len(todo)} to run.")
+            self.eval_settings = EvalSettings.world_defaults(batch_size=self.config.eval["batch_size"]) \
+                if self.benchmark.name == "world" else EvalSettings(batch_size=self.config.eval["batch_size"])
+            if todo:
+                self._load(model_spec)
+            bar = self._bar(len(units), len(done))
+            for unit in todo:
+                if bar is not None:
+                    bar.set_postfix_str(unit.label + " / " + unit.targets[0][:20])
+                self._run_unit(unit, model_info, bar)
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            write_json(self.out / "run.json", {"benchmark": self.benchmark.source, "model": model_spec,
+                                               "model_info": model_info, "units": [u.id for u in units],
+                                               "seconds_this_call": time.perf_counter() - started})
+            from .report.html import write_report
+            from .report.summary import write_summary
+
+            summary = write_summary(self.out)
+            write_report(self.out)
+            return summary
+        finally:
+            logging.getLogger("rwkuplus").removeHandler(handler)
+            handler.close()
+
+    # --------------------------------------------------------------------------- preparation
+    def _check_config_unchanged(self) -> None:
+        path = self.out / "config.yaml"
+        text = self.config.to_yaml()
+        if path.exists() and path.read_text(encoding="utf-8") != text:
+            raise UserError(f"{self.out}: this run folder holds a run with another configuration "
+                            f"(see its config.yaml); choose another --out or delete the folder.")
+        write_text(path, text)
+
+    def _prepare(self):
+        from .benchmark.rwku import load_benchmark
+        from .benchmark.world import WorldConfig, default_world_dir
+        from .models import DEFAULT_MODEL, resolve_model
+
+        config = self.config
+        if config.benchmark.startswith("rwku:"):
+            benchmark = load_benchmark(config.benchmark, targets=_targets(config.targets))
+            model_spec = config.model
+        else:
+            seed = int(config.benchmark.split(":")[1]) if ":" in config.benchmark else 0
+            world_config = WorldConfig(seed=seed)
+            benchmark = load_benchmark(str(default_world_dir(world_config)), targets=_targets(config.targets))
+            if config.model is None:
+                from .subject import ensure_subject
+
+                self._say("Building or reusing the subject model (knowledge injection of the world)...")
+                model_spec = str(ensure_subject(DEFAULT_MODEL, world_config, progress=self.progress))
+            else:
+                model_spec = config.model
+        _cap_utility(benchmark, config.eval.get("utility_items"))
+        resolved = resolve_model(model_spec)
+        return benchmark, model_spec, {"spec": model_spec, "fingerprint": resolved.fingerprint}
+
+    def _load(self, model_spec: str) -> None:
+        from .models import load_model
+        from .training.loop import StartingWeights
+
+        self.model, self.tokenizer, _ = load_model(model_spec)
+        self.model.eval()
+        self.start = StartingWeights(self.model)
+
+    # ---------------------------------------------------------------------------------- units
+    def _unit_dir(self, unit: Unit) -> Path:
+        return self.out / "units" / unit.id
+
+    def _before(self, target: str) -> dict | None:
+        path = self._unit_dir(Unit("before", None, "none", (target,), 0)) / "result.json"
+        return read_json(path) if path.is_file() else None
+
+    def _run_unit(self, unit: Unit, model_info: dict, bar) -> None:
+        folder = self._unit_dir(unit)
+        started = time.perf_counter()
+        log.info("unit %s: start", unit.id)
+        try:
+            result = self._unit_body(unit, folder, model_info, bar)
+            result["status"] = "ok" if result.get("reason") is None else "failed"
+        except (KeyboardInterrupt, UserError):
+            raise
+        except Exception as e:  # a unit that fails is recorded and the suite goes on
+            log.error("unit %s failed:\n%s", unit.id, traceback.format_exc())
+            reason = "out of memory" if "out of memory" in str(e).lower() else f"{type(e).__name__}: {e}"
+            result = {"status": "failed", "reason": reason, "metrics": {}, "costs": {}, "trajectory": [],
+                      "diagnostics": []}
+        finally:
+            self._reset_model()
+        result["unit"] = unit.to_json()
+        result["seconds"] = time.perf_counter() - started
+        write_json(folder / "result.json", result)  # last: its presence marks the unit finished
+        log.info("unit %s: %s in %.0f s", unit.id, result["status"], result["seconds"])
+
+    def _reset_model(self) -> None:
+        model = self.model
+        if hasattr(model, "peft_config"):
+            model = model.unload()
+        self.model = self.start.restore(model)
+        self.model.eval()
+
+    def _unit_body(self, unit: Unit, folder: Path, model_info: dict, bar) -> dict:
+        from .costs import Costs
+        from .models import parameter_count
+
+        before = [self._before(t) for t in unit.targets] if unit.method != "before" else []
+        if any(b is None or b.get("status") != "ok" for b in before):
+            return {"reason": "the Before unit of this target did not finish", "metrics": {}, "costs": {},
+                    "trajectory": [], "diagnostics": []}
+        trajectory, diagnostics, train_info, costs = [], [], {}, Costs(n_parameters=parameter_count(self.model))
+        model = self.model
+        if unit.trains:
+            model, train_info, trajectory, diagnostics = self._train(unit, folder, before, bar)
+            self.model = model
+            c = train_info["cost"]
+            costs = replace(costs, tokens_trained=c["tokens_trained"], forward_passes=c["forward_passes"],
+                            backward_passes=c["backward_passes"], reference_passes=c["reference_forward_passes"],
+                            reference_tokens=c["reference_tokens"], wall_seconds=c["wall_time_s"],
+                            peak_memory_bytes=int(c["peak_rss_mb"] * 2**20))
+            if train_info.get("stopped_reason"):
+                return {"reason": f"training stopped: {train_info['stopped_reason']}", "metrics": {},
+                        "costs": costs.to_json(), "trajectory": trajectory, "diagnostics": diagnostics,
+                        "training": train_info}
+        model.eval()
+        metrics, halluc_records = self._evaluate(model, unit, folder / "eval", icu=unit.method == "icu")
+        if unit.method != "before":
+            metrics.update(self._relative(metrics, halluc_records, before, unit))
+        costs_json = costs.to_json()
+        metrics["Tokens"] = costs.tokens_trained + costs.corpus_tokens_generated
+        metrics["FLOPs"] = costs_json.get("estimated_flops")
+        metrics["Wall time (s)"] = costs.wall_seconds
+        if diagnostics:
+            metrics["Conflict ratio"] = diagnostics[0].get("conflict_ratio")
+        return {"reason": None, "metrics": metrics, "costs": costs_json, "trajectory": trajectory,
+                "diagnostics": diagnostics, "training": train_info}
+
+    # ------------------------------------------------------------------------------- training
+    def _train(self, unit: Unit, folder: Path, before: list[dict], bar):
+        from .methods import make_method
+        from .methods.presets import default_settings
+        from .training.data import build_corpora
+        from .training.loop import train
+
+        method = make_method(unit.method, **({"corpus": unit.corpus} if unit.corpus else {}))
+        settings = default_settings(unit.method, mode=unit.setting, preset=self.config.preset)
+        overrides = {**self.config.train.get("all", {}), **self.config.train.get(unit.method, {})}
+        settings = settings.replace(**overrides, seed=unit.seed, checkpoint_steps=tuple(self.config.checkpoints))
+        corpora = build_corpora(method, self.benchmark, list(unit.targets), self.tokenizer)
+        trajectory, diagnostics = [], []
+        probe_examples = corpora.get("counterfactual", [])[:16] if unit.method == "cft-sft" else []
+
+        def on_checkpoint(step: int, model) -> None:
+            if bar is not None:
+                bar.set_postfix_str(f"{unit.label} / {unit.targets[0][:20]} / checkpoint {step}")
+            trajectory.append({"step": step, **self._checkpoint_metrics(model, unit, before)})
+            if self.config.diagnostics and probe_examples:
+                diagnostics.append({"step": step, **self._conflict(model, probe_examples)})
+
+        def on_step(row: dict) -> None:
+            if bar is not None:
+                bar.set_postfix_str(f"{unit.label} / {unit.targets[0][:20]} / step {row.get('step')}")
+
+        result = train(self.model, self.tokenizer, method, corpora, settings, on_checkpoint=on_checkpoint,
+                       on_step=on_step)
+        write_jsonl(folder / "train_log.jsonl", result.log)
+        info = {**result.to_json(), "settings": settings.to_json(), "method": method.describe()}
+        return result.model, info, trajectory, diagnostics
+
+    def _conflict(self, model, examples) -> dict:
+        from .diagnostics.runner import conflict_probe
+
+        return conflict_probe(model, self.tokenizer, examples, params=_DIAGNOSTIC_PARAMS)
+
+    def _checkpoint_metrics(self, model, unit: Unit, before: list[dict]) -> dict:
+        """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen, Tru)."""
+        from .evaluation.hallucination import evaluate_hallucination
+        from .evaluation.probes import evaluate_probes
+        from .evaluation.utility import UtilitySettings, evaluate_utility
+        from .benchmark.records import UtilitySet
+        from .tradeoff import trade_off
+
+        targets = [self.benchmark.target(t) for t in unit.targets]
+        bs = self.config.eval["batch_size"]
+        _, forget = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.forget_probes], batch_size=bs)
+        _, neighbor = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.neighbor_probes], batch_size=bs)
+        _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs)
+        u = targets[0].utility
+        _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu, truthfulqa=u.truthfulqa),
+                                      settings=UtilitySettings(batch_size=bs))
+        row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),
+               "HR": halluc.get("hallucination_rate"), "Fabrication": halluc.get("fabrication_rate"),
+               "Gen": _first(util, "Gen"), "Tru": _first(util, "Tru")}
+        b = _mean_metrics([x["metrics"] for x in before])
+        t = trade_off(forget_before=b.get("Forget All"), forget_after=row["Forget All"],
+                      neighbor_before=b.get("Neighbor All"), neighbor_after=row["Neighbor All"],
+                      utility_before={k: b.get(k) for k in ("Gen", "Tru")},
+                      utility_after={k: row[k] for k in ("Gen", "Tru")},
+                      hr_before=b.get("HR"), hr_after=row["HR"],
+                      fabrication_before=b.get("Fabrication"), fabrication_after=row["Fabrication"])
+        return {**row, **_upper(t.to_json())}
+
+    # ----------------------------------------------------------------------------- evaluation
+    def _evaluate(self, model, unit: Unit, folder: Path, icu: bool) -> tuple[dict, list[dict]]:
+        from .evaluation.hallucination import evaluate_hallucination
+        from .evaluation.runner import evaluate_model, rwku_row
+
+        parts = [p for p in self.config.eval["parts"] if p != "hallucination"]
+        metrics: dict = {}
+        if parts:
+            result = evaluate_model(model, self.tokenizer, self.benchmark, folder, targets=list(unit.targets), icu=icu,
+                                    parts=parts, settings=self.eval_settings, progress=False)
+            metrics.update({k: v for k, v in rwku_row(result["mean"]).items()})
+        records: list[dict] = []
+        if "hallucination" in self.config.eval["parts"]:
+            per_target = []
+            for t in unit.targets:
+                recs, m = evaluate_hallucination(model, self.tokenizer, self.benchmark, [t],
+                                                 icu_target=t if icu else None, batch_size=self.config.eval["batch_size"])
+                records += recs
+                per_target.append(m)
+            write_jsonl(folder / "hallucination.jsonl", records)
+            m = _mean_metrics(per_target)
+            metrics.update({"HR": m.get("hallucination_rate"), "Fabrication": m.get("fabrication_rate"),
+                            "Abstention": m.get("abstention_rate"), "Accuracy": m.get("accuracy"),
+                            "Leaked": m.get("forget_leaked"), "Abstained": m.get("forget_abstained"),
+                            "Fabricated": m.get("forget_fabricated")})
+        return metrics, records
+
+    def _relative(self, metrics: dict, records: list[dict], before: list[dict], unit: Unit) -> dict:
+        from .evaluation.hallucination import spillover
+        from .tradeoff import trade_off
+
+        b = _mean_metrics([x["metrics"] for x in before])
+        out: dict = {}
+        t = trade_off(forget_before=b.get("Forget All"), forget_after=metrics.get("Forget All"),
+                      neighbor_before=b.get("Neighbor All"), neighbor_after=metrics.get("Neighbor All"),
+                      utility_before={k: b.get(k) for k in UTILITY_COLUMNS},
+                      utility_after={k: metrics.get(k) for k in UTILITY_COLUMNS},
+                      hr_before=b.get("HR"), hr_after=metrics.get("HR"),
+                      fabrication_before=b.get("Fabrication"), fabrication_after=metrics.get("Fabrication"))
+        out.update(_upper(t.to_json()))
+        before_records = []
+        for t_name in unit.targets:
+            path = self._unit_dir(Unit("before", None, "none", (t_name,), 0)) / "eval" / "hallucination.jsonl"
+            if path.is_file():
+                from .fileio import read_jsonl
+
+                before_records += read_jsonl(path)
+        if records and before_records:
+            s = spillover(records, before_records, seed=unit.seed)
+            for key, name in (("hallucination_rate", "dHR"), ("fabrication_rate", "dFabrication")):
+                if s.get(key):
+                    out[name] = s[key]["delta"]
+                    out[f"{name}_ci"] = [s[key]["low"], s[key]["high"]]
+        return out
+
+    # ------------------------------------------------------------------------------- display
+    def _bar(self, total: int, initial: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc="units", unit="unit", disable=not sys.stderr.isatty(),
+                    dynamic_ncols=True)
+
+    def _say(self, message: str) -> None:
+        log.info(message)
+        if self.progress:
+            print(message, flush=True)
+
+
+_DIAGNOSTIC_PARAMS = "layers:20-29"
+
+
+def _targets(spec):
+    return None if spec in (None, "all") else spec
+
+
+def _upper(trade: dict) -> dict:
+    return {k.upper(): v for k, v in trade.items()}
+
+
+def _first(metrics: dict, key: str):
+    v = metrics.get(key)
+    if isinstance(v, dict):
+        return v.get("accuracy", v.get("value"))
+    return v
+
+
+def _mean_metrics(rows: list[dict]) -> dict:
+    keys = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+        out[k] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _cap_utility(benchmark, n: int | None) -> None:
+    """Keep the first ``n`` items of each utility set (``eval.utility_items``), for a faster default run."""
+    if not n:
+        return
+    for t in benchmark.targets:
+        u = t.utility
+        u.mmlu, u.bbh, u.truthfulqa, u.triviaqa, u.fluency = (u.mmlu[:n], u.bbh[:n], u.truthfulqa[:n],
+                                                              u.triviaqa[:n], u.fluency[:n])

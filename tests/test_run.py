@@ -1,0 +1,94 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rwkuplus.cli import main
+from rwkuplus.config import RunConfig
+from rwkuplus.errors import UserError
+from rwkuplus.suite import Unit, plan_units
+
+
+def _tiny_config(tmp_path: Path, model_dir: Path, methods=("before", "ga", "cft-sft:consistent")) -> Path:
+    config = {
+        "model": str(model_dir), "targets": "1", "methods": list(methods), "checkpoints": [0, 2],
+        "train": {"all": {"max_steps": 2, "batch_size": 2, "max_length": 64}},
+        "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination"], "utility_items": 4},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_config_errors_are_one_sentence(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("benchmark: world\nmethodz: [ga]\n")
+    assert main(["run", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown key 'methodz'" in capsys.readouterr().err
+    bad.write_text("methods: [before, forget-everything]\n")
+    assert main(["run", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "forget-everything" in capsys.readouterr().err
+    bad.write_text(f"benchmark: rwku:{tmp_path / 'missing'}\nmodel: x\n")
+    assert main(["run", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "existing data folder" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written for a bad configuration
+    with pytest.raises(UserError, match="eval.parts"):
+        RunConfig.from_dict({"eval": {"parts": ["forget", "vibes"]}})
+
+
+def test_plan_units_single_and_batch():
+    config = RunConfig(methods=["before", "icu", "ga", "cft-sft:consistent"], seeds=[0, 1], settings=["full", "lora"])
+    units = plan_units(config, ["A", "B"])
+    assert sum(u.method == "before" for u in units) == 2 and sum(u.method == "icu" for u in units) == 2
+    assert sum(u.method == "ga" for u in units) == 2 * 2 * 2  # targets x seeds x settings
+    assert len({u.id for u in units}) == len(units)
+    batch = plan_units(RunConfig(methods=["ga"], target_mode="batch"), ["A", "B"])
+    assert [u.targets for u in batch if u.method == "ga"] == [("A", "B")]
+    assert Unit("cft-sft", "consistent", "full", ("A",), 0).label == "CFT-SFT (consistent)"
+
+
+def test_run_end_to_end_resumes_without_recomputing(tiny_model_dir, tmp_path):
+    config = _tiny_config(tmp_path, tiny_model_dir)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    results = sorted((out / "units").glob("*/result.json"))
+    assert len(results) == 3
+    for f in ("summary.json", "summary.csv", "summary.md", "report.html", "config.yaml", "run.log"):
+        assert (out / f).is_file(), f
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    ga = next(p for p in results if p.parent.name.startswith("ga__"))
+    import json
+
+    r = json.loads(ga.read_text())
+    assert r["status"] == "ok" and r["unit"]["method"] == "ga"
+    assert [row["step"] for row in r["trajectory"]] == [0, 2]
+    assert r["costs"]["tokens_trained"] > 0 and r["metrics"]["FLOPs"] > 0
+    assert "FE" in r["metrics"] and "Forget All" in r["metrics"]
+    cft = json.loads(next(p for p in results if "cft-sft" in p.parent.name).read_text())
+    assert cft["diagnostics"] and "conflict_ratio" in cft["diagnostics"][0]
+    # Again: nothing recomputed.
+    assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+
+def test_interrupted_run_loses_only_the_unit_in_progress(tiny_model_dir, tmp_path):
+    config = _tiny_config(tmp_path, tiny_model_dir, methods=("before", "ga", "gd"))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rwkuplus", "run", "--config", str(config), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "units").glob("*/result.json"))) < 1:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {p: p.stat().st_mtime_ns for p in (out / "units").glob("*/result.json")}
+    assert len(first) >= 1
+    assert subprocess.run(cmd, env=os.environ.copy(), capture_output=True).returncode == 0
+    assert len(list((out / "units").glob("*/result.json"))) == 3
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # finished units were not recomputed
