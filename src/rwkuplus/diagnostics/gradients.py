@@ -649,6 +649,7 @@ def gradient_gram(
                         done_diag.update((a, b))
     finally:
         model.train(was_training)
+    groups = {name: (G + G.T) / 2 for name, G in groups.items()}  # exact symmetry (float32 sums are ~1e-7 off)
     total = sum(groups.values()) if groups else torch.zeros(n, n, dtype=torch.float64)
     return GradientGram(total, groups, list(pset.names), pset.numel, project, seed, passes,
                         time.perf_counter() - start, dict(engine.strategies))

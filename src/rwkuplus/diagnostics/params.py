@@ -118,7 +118,7 @@ def select_parameters(model, spec: str = "all") -> ParameterSet:
     has_lora = any("lora_" in n for n in names)
     kind, _, rest = spec.partition(":")
     if kind == "auto" and not rest:
-        kind = "lora" if has_lora else "all"
+        kind = spec = "lora" if has_lora else "all"
     if kind == "all" and not rest:
         keep = [True] * len(names)
     elif kind == "trainable" and not rest:
