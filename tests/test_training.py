@@ -303,6 +303,9 @@ def test_build_corpora_from_a_benchmark(tiny):
     c = build_corpora(make_method("gd"), bench, ["Alice Smith"], tok)
     assert [e.response for e in c["forget"]] == ["Alice Smith was born in Lyon.", "Alice Smith paints harbors."]
     assert all(e.prompt == "" for e in c["forget"]) and c["retain"][0].response == "Carol Diaz teaches in Porto."
+    bench.retain_corpus.append(CorpusText("Alice Smith paints.", "Alice Smith"))  # never retain a forgotten target
+    assert [e.response for e in build_corpora(make_method("gd"), bench, ["Alice Smith"], tok)["retain"]] == [
+        "Carol Diaz teaches in Porto."]
     batch = build_corpora(make_method("ga"), bench, ["Alice Smith", "Bob Stone"], tok)  # batch-target: merged
     assert len(batch["forget"]) == 3 and batch["forget"][2].subject == "Bob Stone"
     assert len(build_corpora(make_method("ga"), bench, None, tok)["forget"]) == 3
@@ -328,8 +331,10 @@ def test_build_corpora_errors_name_what_is_missing(tiny):
         build_corpora(make_method("rt"), bench, ["Bob Stone"], tok)
     with pytest.raises(UserError, match="no target named 'Nobody'"):
         build_corpora(make_method("ga"), bench, ["Nobody"], tok)
-    bench.retain_corpus = []
+    bench.retain_corpus = []  # an RWKU folder: retain text = the factual text of the other loaded targets
+    assert [e.response for e in build_corpora(make_method("gd"), bench, ["Alice Smith"], tok)["retain"]] == [
+        "Bob Stone sings."]
     with pytest.raises(UserError, match="no retain text"):
-        build_corpora(make_method("npo-gd"), bench, ["Alice Smith"], tok)
+        build_corpora(make_method("npo-gd"), bench, ["Alice Smith", "Bob Stone"], tok)
     with pytest.raises(UserError, match="does not provide"):
         build_corpora(make_method("sft", corpus_name="injection"), bench, ["Alice Smith"], tok)

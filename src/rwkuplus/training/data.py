@@ -2,7 +2,9 @@
 
 Corpus names (see ``rwkuplus.methods.base``):
 - ``forget``: the targets' factual text (positive.json), raw text: ``TrainExample("", text)``.
-- ``retain``: the benchmark's retain text, raw (shared by all targets).
+- ``retain``: retain text, raw: ``benchmark.rwku.retain_texts`` (the benchmark's retain corpus minus
+  the targets being unlearned, or for an RWKU folder without one the factual text of the loaded
+  targets that are not being unlearned).
 - ``counterfactual``: the targets' counterfactual corpus ``method.params.corpus`` (conflicting or
   consistent), raw text.
 - ``preference``: DPO pairs as ``(chosen, rejected)`` items, each a TrainExample with the pair's
@@ -104,7 +106,9 @@ def build_corpora(method: Method, benchmark: Benchmark, targets: Sequence[str] |
             corpus = forget_examples(data)
             what = "factual forget text (positive.json)"
         elif name == "retain":
-            corpus = [TrainExample("", t.text, t.subject) for t in benchmark.retain_corpus]
+            from ..benchmark.rwku import retain_texts
+
+            corpus = [TrainExample("", t.text, t.subject) for t in retain_texts(benchmark, [d.name for d in data])]
             what = "retain text"
         elif name == "counterfactual":
             corpus = counterfactual_examples(data, method.params.corpus, benchmark.name)

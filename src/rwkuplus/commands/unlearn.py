@@ -1,0 +1,224 @@
+"""``rwkuplus unlearn``: unlearn targets with one method and save the model, its log, costs and probe scores."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import UserError
+
+NAME = "unlearn"
+HELP = "unlearn targets with one method; save the model, the training log, costs and the probe evaluation"
+DESCRIPTION = (
+    "Unlearn the chosen targets with one method of the registry ('rwkuplus methods' lists them) and write, per "
+    "target (single-target, each from a fresh copy of the starting model) or once for all targets "
+    "(--batch-target): the unlearned model (a LoRA adapter or full weights, safetensors), the training log "
+    "(train_log.jsonl, one line per step), cost counts (cost.json) and the forget/neighbor probe evaluation "
+    "(eval.json). The default model for the world benchmark is its subject model; rerunning the same command "
+    "skips finished targets."
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--method", required=True, help="method name (see 'rwkuplus methods')")
+    p.add_argument("--corpus", choices=("conflicting", "consistent"),
+                   help="counterfactual corpus for cft-sft (default conflicting, RWKU's construction)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method hyperparameter, e.g. --param beta=0.1 (repeatable)")
+    p.add_argument("--benchmark", default="world", help="world, world:SEED, rwku or rwku:DIR (default: world)")
+    p.add_argument("--model", help="model spec (default: the world's subject model; for rwku the packaged default)")
+    p.add_argument("--targets", nargs="+", metavar="TARGET",
+                   help="target names or indices, e.g. 1-3 or 'Stephen King' (default: all)")
+    p.add_argument("--batch-target", action="store_true", help="unlearn all chosen targets at once (merged corpora)")
+    p.add_argument("--preset", default="default", help="training preset: default or rwku-llama3")
+    p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank (default 8)")
+    p.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
+    p.add_argument("--lora-target-modules", help="comma-separated module names (default q_proj,v_proj)")
+    p.add_argument("--layers", help="train only these layers, inclusive ranges such as 0-4 or 0-2,10")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (overrides the epochs)")
+    length.add_argument("--epochs", type=float, help="epochs over the primary corpus (default 3)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the method's, see 'rwkuplus methods')")
+    p.add_argument("--batch-size", type=int, help="items per optimizer step, all processes together (default 8)")
+    p.add_argument("--grad-accum", type=int, help="gradient accumulation micro-steps (default 1)")
+    p.add_argument("--max-length", type=int, help="cut-off in tokens (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order and adapter init (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--no-eval", action="store_true", help="skip the forget/neighbor probe evaluation")
+    p.add_argument("--batch-size-eval", type=int, default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--out", required=True, help="output folder (resumable)")
+
+
+# -------------------------------------------------------------------------------------------- options
+def parse_params(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise UserError(f"--param {item}: expected NAME=VALUE, e.g. --param beta=0.1.")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_method(args):
+    from ..methods import make_method
+
+    params = parse_params(args.param)
+    if args.corpus:
+        params["corpus"] = args.corpus
+    from ..methods import method_class
+
+    cls = method_class(args.method)
+    if cls.kind != "unlearning":
+        raise UserError(f"--method {args.method}: a tuning method, not an unlearning one; use the Python API.")
+    if args.corpus and "corpus" not in cls.hyperparameters():
+        raise UserError(f"--corpus: method {cls.name} does not train on a counterfactual corpus.")
+    return make_method(cls.name, **params)
+
+
+def build_settings(args, method):
+    from ..methods.presets import default_settings
+    from ..models import LoraSettings
+
+    if args.lora and args.layers:
+        raise UserError("--lora and --layers cannot be combined; choose one way to limit the trained parameters.")
+    mode = "lora" if args.lora else "layers" if args.layers else "full"
+    settings = default_settings(method.name, mode=mode, preset=args.preset)
+    changes = {"seed": args.seed}
+    for option, key in (("lr", "lr"), ("epochs", "epochs"), ("batch_size", "batch_size"),
+                        ("grad_accum", "grad_accum"), ("max_length", "max_length")):
+        if getattr(args, option) is not None:
+            changes[key] = getattr(args, option)
+    if args.steps is not None:
+        changes["max_steps"] = args.steps
+    if args.layers:
+        changes["layers"] = args.layers
+    lora = settings.lora
+    if args.lora_rank is not None or args.lora_alpha is not None or args.lora_target_modules:
+        if not args.lora:
+            raise UserError("--lora-rank/--lora-alpha/--lora-target-modules: these need --lora.")
+        modules = tuple(m.strip() for m in args.lora_target_modules.split(",") if m.strip()) \
+            if args.lora_target_modules else lora.target_modules
+        lora = LoraSettings(rank=args.lora_rank or lora.rank, alpha=args.lora_alpha or lora.alpha,
+                            dropout=lora.dropout, target_modules=modules)
+    changes["lora"] = lora
+    return settings.replace(**changes).validate()
+
+
+def resolve_model_spec(args, benchmark) -> str:
+    """--model, else the world's subject model (built by 'rwkuplus subject'), else the packaged default."""
+    from ..models import DEFAULT_MODEL
+
+    if args.model:
+        return args.model
+    if (benchmark.source or {}).get("kind") != "world":
+        return DEFAULT_MODEL
+    from ..benchmark.world import WorldConfig
+    from ..subject import subject_model_dir
+
+    seed = int(args.benchmark.split(":", 1)[1]) if args.benchmark.startswith("world:") else 0
+    folder = subject_model_dir(DEFAULT_MODEL, WorldConfig(seed=seed))
+    if folder is None:
+        raise UserError("--model: the world's subject model is not built yet; build it with 'rwkuplus subject"
+                        + (f" --world-seed {seed}" if seed else "") + "' (or 'rwkuplus run'), or give --model.")
+    return str(folder)
+
+
+def unit_name(index: int | None, name: str) -> str:
+    slug = re.sub(r"[^\w.,-]+", "_", name, flags=re.UNICODE).strip("_") or "target"
+    return f"{index}_{slug}" if index is not None else slug
+
+
+# ------------------------------------------------------------------------------------------------ run
+def run(args) -> int:
+    from ..benchmark.rwku import load_benchmark
+    from ..fileio import read_json, write_json, write_jsonl
+    from ..models import load_model, load_tokenizer, parameter_count, resolve_model, save_model
+    from ..training.data import build_corpora
+    from ..training.loop import StartingWeights, train
+
+    method = build_method(args)
+    settings = build_settings(args, method)
+    benchmark = load_benchmark(args.benchmark, targets=args.targets)
+    model_spec = resolve_model_spec(args, benchmark)
+    out = Path(args.out)
+    config = {"method": method.describe(), "settings": settings.to_json(), "model": model_spec,
+              "benchmark": benchmark.source, "targets": [t.name for t in benchmark.targets],
+              "batch_target": args.batch_target, "evaluate": not args.no_eval}
+    if (out / "config.json").is_file() and read_json(out / "config.json") != json.loads(json.dumps(config)):
+        raise UserError(f"--out {out}: this folder holds an unlearning run with another configuration "
+                        "(see its config.json); choose another --out or delete the folder.")
+    write_json(out / "config.json", config)
+
+    units = ([("batch", [t.name for t in benchmark.targets])] if args.batch_target
+             else [(unit_name(t.target.index, t.name), [t.name]) for t in benchmark.targets])
+    # Every unit's corpora first: a missing corpus is reported before the model is even loaded.
+    tokenizer = load_tokenizer(resolve_model(model_spec).path)
+    corpora = {name: build_corpora(method, benchmark, names, tokenizer) for name, names in units}
+    model, tokenizer, _ = load_model(model_spec, device=args.device)
+    model.eval()
+    start = StartingWeights(model)
+    n_params = parameter_count(model)
+    rows = []
+    for name, names in units:
+        folder = out / name
+        if (folder / "done.json").is_file():
+            rows.append(read_json(folder / "done.json"))
+            print(f"{name}: already done, skipped")
+            continue
+        result = train(model, tokenizer, method, corpora[name], settings)
+        trained = result.model
+        write_jsonl(folder / "train_log.jsonl", result.log)
+        write_json(folder / "cost.json", {**result.to_json(), "parameters": n_params})
+        if method.trains:
+            save_model(trained, tokenizer, folder / "model")
+        evaluation = {} if args.no_eval else evaluate_unit(trained, tokenizer, benchmark, names, method.icu, folder,
+                                                           args.batch_size_eval)
+        row = {"unit": name, "targets": names, "steps": result.steps, "stopped_reason": result.stopped_reason,
+               "evaluation": evaluation}
+        write_json(folder / "done.json", row)  # last: marks the unit finished
+        rows.append(row)
+        print(_row_text(row))
+        model = start.restore(trained.unload() if hasattr(trained, "peft_config") else trained)
+        model.eval()
+    write_json(out / "summary.json", rows)
+    print(f"results: {out}")
+    return 0
+
+
+def evaluate_unit(model, tokenizer, benchmark, names: list[str], icu: bool, folder: Path, batch_size: int) -> dict:
+    """Forget and neighbor probe scores (RWKU's protocol) of each target; records written per probe."""
+    from ..evaluation.probes import evaluate_probes
+    from ..fileio import write_json, write_jsonl
+
+    model.eval()
+    metrics = {}
+    for name in names:
+        target = benchmark.target(name)
+        icu_target = name if icu else None
+        entry = {}
+        for part, probes in (("forget", target.forget_probes), ("neighbor", target.neighbor_probes)):
+            if not probes:
+                continue
+            records, scores = evaluate_probes(model, tokenizer, probes, icu_target=icu_target, batch_size=batch_size)
+            write_jsonl(folder / "probes" / f"{unit_name(None, name)}.{part}.jsonl", records)
+            entry[part] = scores
+        metrics[name] = entry
+    write_json(folder / "eval.json", metrics)
+    return metrics
+
+
+def _row_text(row: dict) -> str:
+    parts = [f"{row['unit']}: {row['steps']} steps"]
+    if row["stopped_reason"]:
+        parts.append(f"stopped ({row['stopped_reason']})")
+    for name, entry in row["evaluation"].items():
+        f = entry.get("forget", {}).get("All")
+        n = entry.get("neighbor", {}).get("All")
+        scores = ", ".join(s for s in (f"forget All {f:.1f}" if f is not None else "",
+                                       f"neighbor All {n:.1f}" if n is not None else "") if s)
+        if scores:
+            parts.append(f"{name}: {scores}")
+    return "; ".join(parts)
