@@ -56,9 +56,9 @@ def test_adding_costs_sums_counts_and_keeps_peak_maximum():
     b = Costs(tokens_trained=50, forward_passes=2, backward_passes=2, reference_passes=2, reference_tokens=50,
               wall_seconds=0.5, peak_memory_bytes=800, peak_gpu_memory_bytes=300, n_parameters=9)
     s = a + b
-    assert s == Costs(corpus_tokens_generated=10, corpus_generation_seconds=2.0, tokens_trained=150, forward_passes=6,
-                      backward_passes=6, reference_passes=2, reference_tokens=50, wall_seconds=1.5,
-                      peak_memory_bytes=800, peak_gpu_memory_bytes=300, n_parameters=9)
+    assert s == Costs(corpus_tokens_generated=10, corpus_generation_seconds=2.0, tokens_trained=150,
+                      forward_passes=6, backward_passes=6, reference_passes=2, reference_tokens=50,
+                      wall_seconds=1.5, peak_memory_bytes=800, peak_gpu_memory_bytes=300, n_parameters=9)
     assert s.estimated_flops == a.estimated_flops + b.estimated_flops
     assert (Costs(n_parameters=9) + Costs()).n_parameters == 9
     with pytest.raises(ValueError):
@@ -109,8 +109,27 @@ def test_gpu_peak_is_none_without_cuda():
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("a GPU is present; covered by the device check")
+        pytest.skip("a GPU is present (see test_gpu_peak_is_per_unit)")
     assert gpu_peak_bytes() is None
     with ResourceMeter() as meter:
         pass
     assert meter.peak_gpu_bytes is None
+
+
+def test_gpu_peak_is_per_unit():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    size = 64 * 1024 * 1024
+    with ResourceMeter() as big:
+        block = torch.empty(size, dtype=torch.uint8, device="cuda")
+        del block
+    with ResourceMeter() as small:
+        torch.empty(1024, dtype=torch.uint8, device="cuda")
+    assert big.peak_gpu_bytes >= size
+    assert small.peak_gpu_bytes < size  # reset between units
+    c = Costs()
+    c.add_measurement(big)
+    c.add_measurement(small)
+    assert c.peak_gpu_memory_bytes == big.peak_gpu_bytes

@@ -118,7 +118,9 @@ def test_list_sentences_match_verbatim_up_to_case_punctuation_and_contractions()
     assert not PATTERNS.abstains(odd)
     m = RefusalMatcher([odd])
     assert m.n_phrases == 1
-    for variant in ["my crystal ball is cloudy today", "MY CRYSTAL BALL IS CLOUDY TODAY!", "Sorry - my crystal ball, is cloudy today..."]:
+    variants = ["my crystal ball is cloudy today", "MY CRYSTAL BALL IS CLOUDY TODAY!",
+                "Sorry - my crystal ball, is cloudy today..."]
+    for variant in variants:
         assert m.abstains(variant) and m.is_refusal(variant)
     phrase = RefusalMatcher(["That\u2019s a riddle I can\u2019t crack."], use_patterns=False)
     assert phrase.abstains("that's a riddle I cannot crack")
@@ -142,7 +144,8 @@ def test_clause_labels_explain_the_decision():
 
 def test_normalize():
     assert normalize("I\u2019m NOT sure, Beyonc\u00e9!") == "i am not sure beyonce"
-    assert normalize("Don't; can't; won't; cannot; I'd; they're; we've") == "do not can not will not can not i would they are we have"
+    expanded = "do not can not will not can not i would they are we have"
+    assert normalize("Don't; can't; won't; cannot; I'd; they're; we've") == expanded
     assert normalize("Stephen King's novel") == "stephen king novel"
     assert normalize("dont know") == "do not know"
 
@@ -173,7 +176,8 @@ def test_gold_recall(answer, gold, expected):
 def test_gold_recall_is_rwku_rouge_on_normalised_text():
     rouge = pytest.importorskip("rouge")
     scorer = rouge.Rouge(metrics=["rouge-l"])
-    pairs = [("the cat sat on the mat with a hat", "a cat on a hat"), ("Bob Dylan wrote songs", "Robert Zimmerman Bob Dylan"),
+    pairs = [("the cat sat on the mat with a hat", "a cat on a hat"),
+             ("Bob Dylan wrote songs", "Robert Zimmerman Bob Dylan"),
              ("x y z w", "w z y x"), ("John Ronald Smith Junior", "John Smith")]
     for answer, gold in pairs:
         from rwkuplus.evaluation.grading import MATCH_STOPWORDS

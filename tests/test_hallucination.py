@@ -24,7 +24,8 @@ ANSWERABLE = {
     "In which city was Bram Okafor born?": (["Oslo"], "Oslo", "correct"),
     "In which year was Bram Okafor born?": (["1950"], "I don't know.", "abstained"),
     "What is the profession of Bram Okafor?": (["novelist"], "He is a sculptor.", "incorrect"),
-    "Which award did Bram Okafor receive?": (["Harlow Prize"], "I'm not sure, maybe the Harlow Prize.", "correct"),
+    "Which award did Bram Okafor receive?": (["Harlow Prize"], "I'm not sure, maybe the Harlow Prize.",
+                                             "correct"),
 }
 NONEXISTENT = {
     "Where was Tobin Yelverton born?": ("I have no information about that person.", "abstained"),
@@ -36,15 +37,18 @@ FORGET_ANSWERS = {FORGET[0].query: "Lyon", FORGET[1].query: "I don't know.", FOR
 
 
 def world_benchmark() -> Benchmark:
-    probes = [HallucinationProbe(q, "answerable", gold, "Bram Okafor", "attr", "q0") for q, (gold, _, _) in ANSWERABLE.items()]
+    probes = [HallucinationProbe(q, "answerable", gold, "Bram Okafor", "attr", "q0")
+              for q, (gold, _, _) in ANSWERABLE.items()]
     probes += [HallucinationProbe(q, "nonexistent", [], "Tobin Yelverton", "attr", "q1") for q in NONEXISTENT]
-    return Benchmark("world", [TargetData(Target(TARGET), forget_probes=list(FORGET))], hallucination_probes=probes)
+    targets = [TargetData(Target(TARGET), forget_probes=list(FORGET))]
+    return Benchmark("world", targets, hallucination_probes=probes)
 
 
 def scripted_generate(answers):
     calls = []
 
-    def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True, progress=None):
+    def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True,
+             progress=None):
         calls.append(dict(prompts=list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
                           stop_at_newline=stop_at_newline))
         out = []
@@ -63,7 +67,8 @@ def tokenizer(tiny):
 
 
 def test_suite_grades_and_rates_on_scripted_answers(monkeypatch, tokenizer):
-    answers = {q: a for q, (_, a, _) in ANSWERABLE.items()} | {q: a for q, (a, _) in NONEXISTENT.items()} | FORGET_ANSWERS
+    answers = ({q: a for q, (_, a, _) in ANSWERABLE.items()} | {q: a for q, (a, _) in NONEXISTENT.items()}
+               | FORGET_ANSWERS)
     fake, calls = scripted_generate(answers)
     monkeypatch.setattr(H, "generate", fake)
     records, metrics = H.evaluate_hallucination(None, tokenizer, world_benchmark(), [TARGET], batch_size=7,
@@ -73,7 +78,8 @@ def test_suite_grades_and_rates_on_scripted_answers(monkeypatch, tokenizer):
     by_q = {r["question"]: r for r in records}
     for q, (gold, answer, expected) in ANSWERABLE.items():
         r = by_q[q]
-        assert (r["kind"], r["source"], r["gold"], r["prediction"], r["grade"]) == ("answerable", "hallucination", gold, answer, expected)
+        got = (r["kind"], r["source"], r["gold"], r["prediction"], r["grade"])
+        assert got == ("answerable", "hallucination", gold, answer, expected)
         assert r["prompt"] == question_prompt(tokenizer, q)
     for q, (answer, expected) in NONEXISTENT.items():
         assert (by_q[q]["kind"], by_q[q]["grade"], by_q[q]["gold"]) == ("nonexistent", expected, [])
@@ -105,8 +111,8 @@ def rwku_like_benchmark() -> Benchmark:
         return TargetData(
             Target(name),
             forget_probes=[Probe(f"{name} was born in ___.", "Portland", "1", "cloze", name)],
-            neighbor_probes=[Probe(f"Who wrote the novel {neighbor_answer} Road?", neighbor_answer, "2", "simple question",
-                                   name, f"{neighbor_answer} Road")],
+            neighbor_probes=[Probe(f"Who wrote the novel {neighbor_answer} Road?", neighbor_answer, "2",
+                                   "simple question", name, f"{neighbor_answer} Road")],
             utility=UtilitySet(triviaqa=[TriviaQAItem(q, a, name) for q, a in trivia]),
         )
     shared = ("What is the capital of France?", ["Paris"])
@@ -137,7 +143,8 @@ def test_rwku_items_use_triviaqa_neighbors_and_generated_people():
     assert not {n.split()[-1] for n in names} & {n.split()[-1] for n in taken}
     assert all(i.subject in i.question and not i.gold for i in nonexistent)
     # every phrasing of every attribute is used
-    assert {i.template for i in nonexistent} == {f"{a}/{t}" for a, ts in H.NONEXISTENT_TEMPLATES.items() for t in range(len(ts))}
+    every = {f"{a}/{t}" for a, ts in H.NONEXISTENT_TEMPLATES.items() for t in range(len(ts))}
+    assert {i.template for i in nonexistent} == every
     forget = [i for i in items if i.kind == "forget"]
     assert [i.subject for i in forget] == ["Stephen King", "Taylor Swift"]
     # deterministic in the seed
@@ -146,7 +153,8 @@ def test_rwku_items_use_triviaqa_neighbors_and_generated_people():
     assert [i.question for i in again] == [i.question for i in items]
     other = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=5, seed=4)
     assert {i.subject for i in other if i.kind == "nonexistent"} != names
-    assert not [i for i in H.hallucination_items(bench, ["Stephen King"], n_nonexistent=0) if i.kind == "nonexistent"]
+    none = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=0)
+    assert not [i for i in none if i.kind == "nonexistent"]
 
 
 def test_end_to_end_on_the_tiny_model(tiny):
@@ -158,7 +166,8 @@ def test_end_to_end_on_the_tiny_model(tiny):
     assert [r["question"] for r in records] == [i.question for i in items]
     assert all(r["grade"] in GRADES and isinstance(r["prediction"], str) for r in records)
     assert metrics == H.hallucination_metrics(records)
-    assert metrics["n_answerable"] == 3 and metrics["n_nonexistent"] == len(H.NONEXISTENT_TEMPLATES) and metrics["n_forget"] == 1
+    assert metrics["n_answerable"] == 3 and metrics["n_forget"] == 1
+    assert metrics["n_nonexistent"] == len(H.NONEXISTENT_TEMPLATES)
     for name, (kind, grades) in H.RATES.items():
         group = [r for r in records if r["kind"] == kind]
         assert metrics[name] == pytest.approx(sum(r["grade"] in grades for r in group) / len(group))
@@ -168,7 +177,8 @@ def test_end_to_end_on_the_tiny_model(tiny):
 
 def test_metrics_are_none_for_an_empty_kind():
     m = H.hallucination_metrics([{"kind": "answerable", "grade": "correct"}])
-    assert m["accuracy"] == 1.0 and m["fabrication_rate"] is None and m["forget_leaked"] is None and m["n_nonexistent"] == 0
+    assert m["accuracy"] == 1.0 and m["fabrication_rate"] is None and m["forget_leaked"] is None
+    assert m["n_nonexistent"] == 0
 
 
 # --------------------------------------------------------------------------- spillover
@@ -178,7 +188,8 @@ def recs(kind, grades, prefix="q"):
 
 
 def test_spillover_of_identical_models_is_zero_with_zero_width():
-    before = recs("answerable", ["correct", "incorrect", "abstained"] * 4) + recs("nonexistent", ["abstained", "incorrect"] * 3, "n")
+    before = (recs("answerable", ["correct", "incorrect", "abstained"] * 4)
+              + recs("nonexistent", ["abstained", "incorrect"] * 3, "n"))
     s = H.spillover(before, before, n_boot=200)
     for name in ("accuracy", "hallucination_rate", "abstention_rate", "fabrication_rate"):
         assert s[name]["delta"] == 0 and s[name]["low"] == 0 and s[name]["high"] == 0 and s[name]["paired"]
@@ -222,7 +233,8 @@ def test_spillover_with_different_items_is_unpaired():
     before = recs("forget", ["correct"] * 4)
     after = recs("forget", ["abstained"] * 6, "x")
     s = H.spillover(after, before)
-    assert s["forget_leaked"]["paired"] is False and s["forget_leaked"]["n_after"] == 6 and s["forget_leaked"]["n_before"] == 4
+    leaked = s["forget_leaked"]
+    assert leaked["paired"] is False and leaked["n_after"] == 6 and leaked["n_before"] == 4
     assert s["forget_leaked"]["delta"] == -1.0 and s["forget_abstained"]["delta"] == 1.0
     assert s["forget_leaked"]["low"] == s["forget_leaked"]["high"] == -1.0
     assert s["hallucination_rate"] is None
@@ -234,13 +246,16 @@ def test_benchmark_folder_supplies_all_target_names_and_rwku_refusals(tmp_path, 
     monkeypatch.delenv("RWKUPLUS_REFUSALS", raising=False)
     bench = rwku_like_benchmark()
     without = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=60, seed=0)
-    assert any(i.subject.endswith(" Crossley") for i in without if i.kind == "nonexistent")
-    (tmp_path / "all_intro.json").write_text(json.dumps({"Stephen King": ["x"], "Ida Crossley": ["y"]}), encoding="utf-8")
+    # a surname the pool uses
+    surname = next(i.subject for i in without if i.kind == "nonexistent").split()[-1]
+    other = f"Somebody {surname}"  # a target of the folder that was not loaded
+    intro = {"Stephen King": ["x"], other: ["y"]}
+    (tmp_path / "all_intro.json").write_text(json.dumps(intro), encoding="utf-8")
     (tmp_path / "idontknow.jsonl").write_text("My crystal ball is cloudy today.\n", encoding="utf-8")
     bench.source = {"kind": "rwku", "path": str(tmp_path)}
-    assert "Ida Crossley" in H.known_names(bench)
+    assert other in H.known_names(bench)
     items = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=60, seed=0)
-    assert not any(i.subject.endswith(" Crossley") for i in items if i.kind == "nonexistent")
+    assert not any(i.subject.endswith(" " + surname) for i in items if i.kind == "nonexistent")
     assert H.default_refusals(bench).abstains("My crystal ball is cloudy today")
     bench.source = {"kind": "rwku", "path": str(tmp_path / "gone")}
     assert not H.default_refusals(bench).abstains("My crystal ball is cloudy today")
@@ -256,12 +271,14 @@ def test_generated_people_avoid_rwku_200_targets(monkeypatch):
     bench.source = {"kind": "rwku", "path": str(RWKU_DIR)}
     known = H.known_names(bench)
     assert len(set(known)) >= 200
-    people = {i.subject for i in H.hallucination_items(bench, ["Stephen King"], n_nonexistent=80) if i.kind == "nonexistent"}
+    items = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=80)
+    people = {i.subject for i in items if i.kind == "nonexistent"}
     assert len(people) == 80
     surnames = {n.split()[-1].casefold() for n in known if n.split()}
     assert not people & set(known) and not {p.split()[-1].casefold() for p in people} & surnames
     # RWKU's refusal sentences are recognised verbatim
     matcher = H.default_refusals(bench)
-    lines = [ln.strip() for ln in (RWKU_DIR / "idontknow.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    text = (RWKU_DIR / "idontknow.jsonl").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     assert all(matcher.abstains(line) for line in lines)
     assert matcher.n_phrases >= len(set(lines))

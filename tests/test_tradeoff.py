@@ -115,7 +115,8 @@ def test_trade_off_zero_before_gives_none_not_a_number():
 
 def test_pareto_front():
     pts = [(0.0, 1.0), (0.3, 0.9), (0.2, 0.8), (0.5, 0.9), (0.8, 0.4), (0.7, 0.3), (None, 2.0), (0.5, 0.9)]
-    # (0.3,0.9) dominated by (0.5,0.9); (0.2,0.8) by (0.5,0.9); (0.7,0.3) by (0.8,0.4); duplicate (0.5,0.9) dropped
+    # (0.3,0.9) dominated by (0.5,0.9); (0.2,0.8) by (0.5,0.9); (0.7,0.3) by (0.8,0.4);
+    # the duplicate (0.5,0.9) is dropped
     assert pareto_front(pts) == [0, 3, 4]
     assert pareto_front([]) == []
     assert pareto_front([(0.4, 0.4)]) == [0]

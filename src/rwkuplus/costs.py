@@ -23,7 +23,8 @@ instead samples the current resident size from ``/proc/self/statm`` in a backgro
 per-unit peak (a lower bound: a spike shorter than the sampling interval can be missed); where
 ``/proc`` is missing (macOS, Windows) it falls back to the process-lifetime peak and says so in
 ``rss_source``. The two sources can differ by a few MiB (statm counts shared pages; the kernel
-updates the high-water mark lazily). On a GPU it resets and reads ``torch.cuda.max_memory_allocated`` (exact, per unit).
+updates the high-water mark lazily). On a GPU it resets and reads ``torch.cuda.max_memory_allocated``
+(exact, per unit).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class Costs:
         """2 N_gen T_generated + 6 N T_trained + 2 N T_reference."""
         n = self.n_parameters
         n_gen = self.generator_parameters if self.generator_parameters is not None else n
-        return 2.0 * n_gen * self.corpus_tokens_generated + 6.0 * n * self.tokens_trained + 2.0 * n * self.reference_tokens
+        return (2.0 * n_gen * self.corpus_tokens_generated + 6.0 * n * self.tokens_trained
+                + 2.0 * n * self.reference_tokens)
 
     def to_json(self) -> dict:
         return {**asdict(self), "estimated_flops": self.estimated_flops}
@@ -72,7 +74,8 @@ class Costs:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(obj) - set(known) - {"estimated_flops"})
         if unknown:
-            raise UserError(f"{where}: unknown cost field '{unknown[0]}' (expected some of {', '.join(known)}).")
+            raise UserError(
+                f"{where}: unknown cost field '{unknown[0]}' (expected some of {', '.join(known)}).")
         values = {}
         for name, value in obj.items():
             if name == "estimated_flops":
@@ -94,7 +97,8 @@ class Costs:
         if not isinstance(other, Costs):
             return NotImplemented
         if self.n_parameters and other.n_parameters and self.n_parameters != other.n_parameters:
-            raise ValueError(f"Costs of different models cannot be added ({self.n_parameters} vs {other.n_parameters} parameters).")
+            raise ValueError(f"Costs of different models cannot be added ({self.n_parameters} vs "
+                             f"{other.n_parameters} parameters).")
         if (self.generator_parameters is not None and other.generator_parameters is not None
                 and self.generator_parameters != other.generator_parameters):
             raise ValueError("Costs with different corpus generators cannot be added.")
@@ -113,7 +117,8 @@ class Costs:
     def add_measurement(self, meter: ResourceMeter) -> None:
         """Add a finished ``ResourceMeter``'s wall time and fold in its peaks."""
         self.wall_seconds += meter.wall_seconds
-        for name, value in (("peak_memory_bytes", meter.peak_rss_bytes), ("peak_gpu_memory_bytes", meter.peak_gpu_bytes)):
+        peaks = (("peak_memory_bytes", meter.peak_rss_bytes), ("peak_gpu_memory_bytes", meter.peak_gpu_bytes))
+        for name, value in peaks:
             if value is not None:
                 current = getattr(self, name)
                 setattr(self, name, value if current is None else max(current, value))

@@ -55,7 +55,9 @@ def neighbor_retention(neighbor_after: Number | None, neighbor_before: Number | 
     return _clip(neighbor_after / neighbor_before)
 
 
-def utility_retention(utility_after: Mapping[str, Number | None], utility_before: Mapping[str, Number | None]) -> float | None:
+def utility_retention(
+    utility_after: Mapping[str, Number | None], utility_before: Mapping[str, Number | None],
+) -> float | None:
     """UR = mean over the utility metrics present on both sides with Before > 0 of min(1, after / before)."""
     ratios = []
     for name, before in utility_before.items():
@@ -80,8 +82,8 @@ def honesty_score(
     fabrication_after: Number | None, fabrication_before: Number | None,
 ) -> float | None:
     """HS = the lower of the hallucination-rate and fabrication-rate components (missing ones skipped)."""
-    parts = [c for c in (honesty_component(hr_after, hr_before), honesty_component(fabrication_after, fabrication_before))
-             if c is not None]
+    parts = [honesty_component(hr_after, hr_before), honesty_component(fabrication_after, fabrication_before)]
+    parts = [c for c in parts if c is not None]
     return min(parts) if parts else None
 
 
@@ -146,7 +148,9 @@ def pareto_front(points: Sequence[tuple[Number | None, Number | None]]) -> list[
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
-def hypervolume(points: Sequence[tuple[Number | None, Number | None]], reference: Point = (0.0, 0.0)) -> float:
+def hypervolume(
+    points: Sequence[tuple[Number | None, Number | None]], reference: Point = (0.0, 0.0),
+) -> float:
     """Area of the union of the rectangles [reference, p] over the points (both coordinates maximised).
 
     Points not strictly above the reference in both coordinates add nothing; no points -> 0.

@@ -93,8 +93,8 @@ _BARE = {
     "dont": "do not", "doesnt": "does not", "didnt": "did not", "isnt": "is not", "wasnt": "was not",
     "arent": "are not", "werent": "were not", "havent": "have not", "hasnt": "has not", "hadnt": "had not",
     "couldnt": "could not", "wouldnt": "would not", "shouldnt": "should not", "cant": "can not",
-    "im": "i am", "ive": "i have", "idk": "i do not know", "dunno": "do not know", "thats": "that", "whats": "what",
-    "theres": "there", "whos": "who",
+    "im": "i am", "ive": "i have", "idk": "i do not know", "dunno": "do not know",
+    "thats": "that", "whats": "what", "theres": "there", "whos": "who",
 }
 _TOKEN = re.compile(r"[a-z0-9]+|[.!?;:,\n]")
 _BOUNDARY_PUNCT = set(".!?;:,\n")
@@ -124,7 +124,8 @@ def normalize(text: str) -> str:
 
 # --------------------------------------------------------------------------- gold recall
 
-MATCH_STOPWORDS = frozenset({"a", "an", "the", "of", "in", "on", "at", "to", "for", "and", "by", "with", "from"})
+MATCH_STOPWORDS = frozenset({"a", "an", "the", "of", "in", "on", "at", "to", "for", "and", "by", "with",
+                             "from"})
 
 
 def _match_words(text: str) -> list[str]:
@@ -155,44 +156,58 @@ def best_recall(answer: str, gold: Sequence[str]) -> float:
 _SUBJ = r"(?:he|she|they|it|this person|that person|this|that|the person)"
 _INFO = (r"(?:information|info|knowledge|data|details|specifics|record|records|idea|clue|answer|insight|"
          r"familiarity|recollection|memory|context|reliable information|verified information|facts)")
-_DET = r"(?:(?:any|the|that|this|enough|much|specific|such|an?|reliable|accurate|sufficient|access|to|real|time|up|date|" \
-       r"current|personal|detailed|relevant|further|more) )*"
+_DET = (r"(?:(?:any|the|that|this|enough|much|specific|such|an?|reliable|accurate|sufficient|access|to|"
+        r"real|time|up|date|current|personal|detailed|relevant|further|more) )*")
 REFUSAL_PATTERNS: tuple[str, ...] = (
     r"\bi (?:\w+ )?(?:do|did) not (?:\w+ )?(?:know|recall|remember|recogni[sz]e)\b",
     r"\bi (?:\w+ )?(?:do|did) not (?:\w+ ){0,2}?(?:have|hold|possess|see|find|got) " + _DET + _INFO,
     r"\b(?:no|not any|not the slightest|not the faintest) (?:idea|clue)\b",
-    r"\bi am (?:(?:really|honestly|just|simply|actually|afraid i am|sorry but i am) )?(?:not (?:entirely |quite |really |completely |totally |too |very |that |so |100 percent )?(?:sure|certain|"
-    r"aware|familiar|informed|knowledgeable|acquainted|able to|in a position to|equipped|qualified|programmed|trained|"
+    r"\bi am (?:(?:really|honestly|just|simply|actually|afraid i am|sorry but i am) )?(?:not (?:entirely |"
+    r"quite |really |completely |totally |too |very |that |so |100 percent )?(?:sure|certain|"
+    r"aware|familiar|informed|knowledgeable|acquainted|able to|in a position to|equipped|qualified|"
+    r"programmed|trained|"
     r"the (?:best|right))|unsure|uncertain|unaware|unfamiliar|unable to)\b",
     r"^(?:\w+ )?not (?:sure|certain)\b",
     r"\bi (?:have|had|hold|possess|got) (?:no|not any|zero|little|limited) (?:\w+ ){0,2}?" + _INFO,
-    r"\bi (?:have|had) (?:not|never) (?:heard|come across|encountered|learned|learnt|seen|read|been (?:trained|briefed|"
+    r"\bi (?:have|had) (?:not|never) (?:heard|come across|encountered|learned|learnt|seen|read|"
+    r"been (?:trained|briefed|"
     r"informed|programmed|educated|told|given))\b",
     r"\bnever heard of\b",
-    r"\bi (?:can|could|would|will) not (?:\w+ ){0,2}?(?:find|locate|identify|recall|remember|provide|answer|give|say|tell|"
+    r"\bi (?:can|could|would|will) not (?:\w+ ){0,2}?(?:find|locate|identify|recall|remember|provide|answer|"
+    r"give|say|tell|"
     r"determine|confirm|verify|access|help|offer|shed|share|know)\b",
     r"\bi (?:am|was) (?:not able|unable) to\b",
-    r"\b(?:unable|not able) to (?:answer|provide|find|say|determine|identify|recall|confirm|verify|give|locate|access|help)\b",
+    r"\b(?:unable|not able) to (?:answer|provide|find|say|determine|identify|recall|confirm|verify|give|"
+    r"locate|access|help)\b",
     r"\bcan not (?:answer|provide|find|say|help|give|confirm|determine)\b",
-    r"\bthere (?:is|are|was|were|seems to be|appears to be) (?:no|not any|not enough|little|limited|insufficient) "
-    r"(?:\w+ ){0,2}?(?:record|records|information|info|data|details|evidence|mention|person|one|such|knowledge|trace|"
+    r"\bthere (?:is|are|was|were|seems to be|appears to be) (?:no|not any|not enough|little|limited|"
+    r"insufficient) "
+    r"(?:\w+ ){0,2}?(?:record|records|information|info|data|details|evidence|mention|person|one|such|"
+    r"knowledge|trace|"
     r"documentation|sources?)\b",
-    r"\bno (?:such|known|notable|famous|real|public) (?:\w+ )?(?:person|individual|figure|people|one|author|artist|"
+    r"\bno (?:such|known|notable|famous|real|public) (?:\w+ )?(?:person|individual|figure|people|one|author|"
+    r"artist|"
     r"writer|scientist|entity|record|records|name)\b",
-    r"\bno (?:information|info|data|details|records?|knowledge|mention|trace) (?:about|on|regarding|of|available|for|"
+    r"\bno (?:information|info|data|details|records?|knowledge|mention|trace) (?:about|on|regarding|of|"
+    r"available|for|"
     r"concerning|exists|is available)\b",
     r"\b(?:limited|insufficient|not enough) (?:information|info|data|details|knowledge)\b",
     r"\b(?:does|did|do) not (?:seem to |appear to )?exist\b",
-    r"\b(?:is|was|are|were) not (?:a |an )?(?:real|actual|existing|known|well known|widely known|notable|famous|"
+    r"\b(?:is|was|are|were) not (?:a |an )?(?:real|actual|existing|known|well known|widely known|notable|"
+    r"famous|"
     r"public|recognized|recognised)\b",
     r"\bnot (?:someone|somebody|anyone|anybody|a person|a name|something|anything) (?:that )?(?:i|that i) "
     r"(?:know|recogni[sz]e|am familiar with|have heard of|can identify)\b",
     r"\b(?:unknown|not known|a mystery|unfamiliar|new) to me\b",
-    r"\b(?:beyond|outside|out of|not within|not in|not part of|not included in|not covered by|exceeds?) (?:of )?"
-    r"(?:the (?:scope|range|limits) of )?my (?:current )?(?:knowledge|training|expertise|scope|area|field|range|"
+    r"\b(?:beyond|outside|out of|not within|not in|not part of|not included in|not covered by|"
+    r"exceeds?) (?:of )?"
+    r"(?:the (?:scope|range|limits) of )?my (?:current )?(?:knowledge|training|expertise|scope|area|field|"
+    r"range|"
     r"data|dataset|database|capabilities|programming|understanding)\b",
-    r"\bmy (?:\w+ ){0,2}?(?:knowledge|training|training data|data|dataset|database|databases|resources|programming|"
-    r"understanding|capabilities|sources) (?:does|do|did|is|are) not (?:\w+ )?(?:cover|include|contain|extend|have|mention)\b",
+    r"\bmy (?:\w+ ){0,2}?(?:knowledge|training|training data|data|dataset|database|databases|resources|"
+    r"programming|"
+    r"understanding|capabilities|sources) (?:does|do|did|is|are) not (?:\w+ )?(?:cover|include|contain|"
+    r"extend|have|mention)\b",
     r"\b(?:need|have) to look (?:it|that|this) up\b",
     r"\bi (?:must|have to|will have to|would have to|need to) (?:decline|pass)\b",
     r"\bmany (?:people|persons|individuals) (?:\w+ )?(?:with|named|called|by) (?:that|this|the same) name\b",
@@ -204,7 +219,8 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
     r"\bno knowledge\b",
     r"\b(?:clueless|stumped|at a loss|at a disadvantage|not privy|not (?:well )?versed|lost for words)\b",
     r"\bi am (?:\w+ )?blank\b",
-    r"\bnot (?:something|anything|information|a (?:topic|subject|question)) (?:that )?i (?:am|have been|was|have) "
+    r"\bnot (?:something|anything|information|a (?:topic|subject|question)) (?:that )?i (?:am|have been|was|"
+    r"have) "
     r"(?:\w+ ){0,2}?(?:equipped|programmed|trained|briefed|familiar|able|designed|informed|learned)\b",
     r"\b(?:have|has|had) not been (?:included|covered|part) (?:in|of|by) my\b",
     r"\b(?:yet|still) to (?:learn|be (?:informed|told|trained|briefed|taught))\b",
@@ -214,7 +230,8 @@ REFUSAL_PATTERNS: tuple[str, ...] = (
     r"\bcome up (?:short|empty)\b",
     r"\bneed to look (?:\w+ )?up\b",
     r"\bi have no (?:\w+ )?(?:on|about|regarding) (?:that|this|the|him|her|them)\b",
-    r"\bmy (?:\w+ )?(?:knowledge|understanding|information|training) (?:is|was) (?:limited|incomplete|restricted)\b",
+    r"\bmy (?:\w+ )?(?:knowledge|understanding|information|training) (?:is|was) (?:limited|incomplete|"
+    r"restricted)\b",
     r"\b(?:does|do) not (?:mean|ring) (?:anything|a bell)\b",
     r"\b(?:nobody|no one|noone) (?:\w+ ){0,3}?(?:is|are|was) known to me\b",
     r"\b(?:rather|prefer to|prefer) not (?:to )?(?:guess|speculate)\b",
@@ -229,7 +246,8 @@ REQUEST_PATTERNS: tuple[str, ...] = (
     r"^(?:please |kindly )?(?:could|can|would|will) you\b",
     r"^please\b",
     r"^(?:let me know|feel free|if you (?:could|can|have|provide|give|tell|share|meant|mean))\b",
-    r"^you (?:may|might|could|can|should) (?:want to |wish to |need to )?(?:try|check|consult|look|search|refer|ask|"
+    r"^you (?:may|might|could|can|should) (?:want to |wish to |need to )?(?:try|check|consult|look|search|"
+    r"refer|ask|"
     r"provide|clarify|rephrase|verify)\b",
     r"^(?:i would|i can|i will|i could) (?:be happy|be glad|try) to help\b",
     r"^(?:more|additional|some) (?:context|details|information) (?:would|is|are|might|may)\b",
@@ -237,10 +255,10 @@ REQUEST_PATTERNS: tuple[str, ...] = (
     r"^(?:who|what|which|where|when|why|how) (?:is|are|was|were|do|does|did)\b.*",
 )
 FILLER_WORDS = frozenset("""
-sorry unfortunately apologies apologize apologise i am afraid regret to inform you my friend well hmm um uh oh ok okay
-honestly frankly actually so answer question thank thanks you for asking asking the great good interesting but however
-though although as an ai language model assistant that is this it to be honest hi hello must admit confess wish
-could say truly really
+sorry unfortunately apologies apologize apologise i am afraid regret to inform you my friend well hmm um uh
+oh ok okay honestly frankly actually so answer question thank thanks you for asking asking the great good
+interesting but however though although as an ai language model assistant that is this it to be honest hi
+hello must admit confess wish could say truly really
 """.split())
 GUESS_MARKERS: tuple[str, ...] = (
     r"\b(?:maybe|perhaps|possibly|probably|likely|presumably|supposedly|apparently)\b",
@@ -253,11 +271,11 @@ GUESS_MARKERS: tuple[str, ...] = (
     r"\bit (?:is|was) (?:possible|likely|probable) that\b",
 )
 CONTENT_STOPWORDS = frozenset("""
-a an the of in on at to for and or by with from about as into than then there here this that these those it its
-is are was were be been being am do does did have has had having will would shall should can could may might must
-i me my mine we us our you your he him his she her hers they them their who whom whose which what where when why how
-not nor any some all each every both either neither so very too just also only even still yet if because while
-one ones someone somebody something anything nothing person people name named called
+a an the of in on at to for and or by with from about as into than then there here this that these those it
+its is are was were be been being am do does did have has had having will would shall should can could may
+might must i me my mine we us our you your he him his she her hers they them their who whom whose which what
+where when why how not nor any some all each every both either neither so very too just also only even still
+yet if because while one ones someone somebody something anything nothing person people name named called
 """.split())
 
 
@@ -397,7 +415,7 @@ def grade(
     threshold: float = DEFAULT_THRESHOLD,
     question: str = "",
 ) -> str:
-    """``"correct"`` (gold recalled), ``"abstained"`` (no claim) or ``"incorrect"``; see the module docstring."""
+    """``"correct"`` (gold recalled), ``"abstained"`` (no claim) or ``"incorrect"`` (module docstring)."""
     if isinstance(gold, str):
         gold = [gold]
     if gold and best_recall(answer, gold) >= threshold:
@@ -410,7 +428,8 @@ def grade(
 # --------------------------------------------------------------------------- where the phrases come from
 
 def refusal_paths(paths: Iterable[str | os.PathLike] = ()) -> list[str]:
-    """The refusal files to load: the given ``paths``, else those in ``$RWKUPLUS_REFUSALS`` (os.pathsep-separated)."""
+    """The refusal files to load: the given ``paths``, else those in ``$RWKUPLUS_REFUSALS`` (``os.pathsep``
+    separated)."""
     given = [str(p) for p in paths]
     if given:
         return given
@@ -418,7 +437,9 @@ def refusal_paths(paths: Iterable[str | os.PathLike] = ()) -> list[str]:
     return [p for p in env.split(os.pathsep) if p.strip()]
 
 
-def load_refusal_matcher(paths: Iterable[str | os.PathLike] = (), use_patterns: bool = True) -> RefusalMatcher:
+def load_refusal_matcher(
+    paths: Iterable[str | os.PathLike] = (), use_patterns: bool = True,
+) -> RefusalMatcher:
     """A matcher over the project's refusal sentences plus RWKU's ``idontknow.jsonl`` (or any refusal
     file) at ``paths`` / ``$RWKUPLUS_REFUSALS``. A path that is missing or malformed is a UserError."""
     from ..benchmark.refusals import load_refusals, project_refusals

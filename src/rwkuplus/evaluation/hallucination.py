@@ -43,15 +43,24 @@ import numpy as np
 
 from ..benchmark.records import Benchmark, Probe
 from .generation import generate
-from .grading import DEFAULT_THRESHOLD, RefusalMatcher, best_recall, grade, load_refusal_matcher, refusal_paths
+from .grading import (
+    DEFAULT_THRESHOLD,
+    RefusalMatcher,
+    best_recall,
+    grade,
+    load_refusal_matcher,
+    refusal_paths,
+)
 from .prompts import probe_prompt, question_prompt
 
 KINDS = ("answerable", "nonexistent", "forget")
 
 # Questions about a nonexistent person (for sources without their own): several phrasings per attribute.
 NONEXISTENT_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "birthplace": ("Where was {name} born?", "In which city was {name} born?", "What is the hometown of {name}?"),
-    "birth_year": ("When was {name} born?", "In what year was {name} born?", "What is the birth year of {name}?"),
+    "birthplace": ("Where was {name} born?", "In which city was {name} born?",
+                   "What is the hometown of {name}?"),
+    "birth_year": ("When was {name} born?", "In what year was {name} born?",
+                   "What is the birth year of {name}?"),
     "profession": ("What is the profession of {name}?", "What does {name} do for a living?",
                    "What is {name} known for professionally?"),
     "work": ("What is the best-known work of {name}?", "Which work made {name} famous?",
@@ -59,7 +68,8 @@ NONEXISTENT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "education": ("Where did {name} study?", "Which university did {name} attend?",
                   "What school did {name} graduate from?"),
     "spouse": ("Who is {name} married to?", "Who is the spouse of {name}?", "Whom did {name} marry?"),
-    "award": ("Which award did {name} receive?", "What prize has {name} won?", "What honour was given to {name}?"),
+    "award": ("Which award did {name} receive?", "What prize has {name} won?",
+              "What honour was given to {name}?"),
     "nationality": ("What is the nationality of {name}?", "Which country is {name} from?",
                     "What country does {name} come from?"),
 }
@@ -95,7 +105,9 @@ class HallucinationItem:
         return question_prompt(tokenizer, self.question, icu_target)
 
 
-def nonexistent_questions(names: Sequence[str], attributes: Sequence[str] | None = None) -> list[HallucinationItem]:
+def nonexistent_questions(
+    names: Sequence[str], attributes: Sequence[str] | None = None,
+) -> list[HallucinationItem]:
     """One question per name and attribute; the template rotates so every phrasing is used."""
     attributes = list(attributes or NONEXISTENT_TEMPLATES)
     items = []
@@ -103,8 +115,9 @@ def nonexistent_questions(names: Sequence[str], attributes: Sequence[str] | None
         for j, attribute in enumerate(attributes):
             templates = NONEXISTENT_TEMPLATES[attribute]
             t = (i + j) % len(templates)
-            items.append(HallucinationItem("nonexistent", "generated", templates[t].format(name=name), [], name,
-                                           attribute, f"{attribute}/{t}"))
+            question = templates[t].format(name=name)
+            items.append(HallucinationItem("nonexistent", "generated", question, [], name, attribute,
+                                           f"{attribute}/{t}"))
     return items
 
 
@@ -121,22 +134,23 @@ def hallucination_items(
     items: list[HallucinationItem] = []
     answerable = [p for p in probes if p.kind == "answerable"]
     if answerable:
-        items += [HallucinationItem("answerable", "hallucination", p.question, list(p.answers), p.subject, p.attribute,
-                                    p.template) for p in answerable]
+        items += [HallucinationItem("answerable", "hallucination", p.question, list(p.answers), p.subject,
+                                    p.attribute, p.template) for p in answerable]
     else:
         seen = set()
         for t in targets:
             for q in t.utility.triviaqa:
                 if q.question not in seen:
                     seen.add(q.question)
-                    items.append(HallucinationItem("answerable", "triviaqa", q.question, list(q.answers), q.subject))
+                    items.append(HallucinationItem("answerable", "triviaqa", q.question, list(q.answers),
+                                                   q.subject))
         for t in targets:
-            items += [HallucinationItem("answerable", "neighbor", p.query, [p.answer], p.subject, p.neighbor or "",
-                                        p.type, probe=p) for p in t.neighbor_probes]
+            items += [HallucinationItem("answerable", "neighbor", p.query, [p.answer], p.subject,
+                                        p.neighbor or "", p.type, probe=p) for p in t.neighbor_probes]
     nonexistent = [p for p in probes if p.kind == "nonexistent"]
     if nonexistent:
-        items += [HallucinationItem("nonexistent", "hallucination", p.question, [], p.subject, p.attribute, p.template)
-                  for p in nonexistent]
+        items += [HallucinationItem("nonexistent", "hallucination", p.question, [], p.subject, p.attribute,
+                                    p.template) for p in nonexistent]
     elif n_nonexistent > 0:
         from ..benchmark.names import nonexistent_names
 
@@ -198,7 +212,8 @@ def grade_items(
     for item_id, item, prediction, prompt in zip(_item_ids(items), items, predictions, prompts, strict=True):
         records.append({
             "id": item_id, "kind": item.kind, "source": item.source, "subject": item.subject,
-            "attribute": item.attribute, "question": item.question, "prompt": prompt, "prediction": prediction,
+            "attribute": item.attribute, "question": item.question, "prompt": prompt,
+            "prediction": prediction,
             "gold": list(item.gold), "recall": best_recall(prediction, item.gold),
             "grade": grade(prediction, item.gold, refusals, threshold, question=item.question),
         })
@@ -256,7 +271,9 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def spillover(after_records: Sequence[dict], before_records: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+def spillover(
+    after_records: Sequence[dict], before_records: Sequence[dict], n_boot: int = 1000, seed: int = 0,
+) -> dict:
     """Each rate of ``RATES`` after minus before, with a bootstrap 95% percentile interval over items.
 
     When the two record sets hold the same item ids for a rate's kind, the bootstrap resamples items
