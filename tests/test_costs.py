@@ -133,3 +133,23 @@ def test_gpu_peak_is_per_unit():
     c.add_measurement(big)
     c.add_measurement(small)
     assert c.peak_gpu_memory_bytes == big.peak_gpu_bytes
+
+
+def test_from_training_maps_the_loop_counts():
+    from rwkuplus.evaluation.generation import GenerationStats
+    from rwkuplus.training.loop import TrainCost
+
+    tc = TrainCost(optimizer_steps=3, items_trained=24, tokens_trained=1000, forward_passes=6,
+                   backward_passes=3, reference_forward_passes=6, reference_tokens=900, wall_time_s=12.5, peak_rss_mb=512.0,
+                   peak_gpu_mb=None, trainable_parameters=10)
+    c = Costs.from_training(tc, n_parameters=100)
+    assert c == Costs(tokens_trained=1000, forward_passes=6, backward_passes=3, reference_passes=6,
+                      reference_tokens=900, wall_seconds=12.5, peak_memory_bytes=512 * 2**20,
+                      n_parameters=100)
+    assert c.estimated_flops == 6 * 100 * 1000 + 2 * 100 * 900  # N is the total count, not the trainable one
+    gen = GenerationStats(prompts=4, prompt_tokens=80, generated_tokens=200, seconds=3.0)
+    tc.peak_gpu_mb = 1.5
+    g = Costs.from_training(tc, n_parameters=100, generation=gen)
+    assert g.corpus_tokens_generated == 200 and g.corpus_generation_seconds == 3.0
+    assert g.peak_gpu_memory_bytes == int(1.5 * 2**20)
+    assert g.estimated_flops == c.estimated_flops + 2 * 100 * 200
