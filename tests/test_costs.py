@@ -140,7 +140,8 @@ def test_from_training_maps_the_loop_counts():
     from rwkuplus.training.loop import TrainCost
 
     tc = TrainCost(optimizer_steps=3, items_trained=24, tokens_trained=1000, forward_passes=6,
-                   backward_passes=3, reference_forward_passes=6, reference_tokens=900, wall_time_s=12.5, peak_rss_mb=512.0,
+                   backward_passes=3, reference_forward_passes=6, reference_tokens=900, wall_time_s=12.5,
+                   peak_rss_mb=512.0,
                    peak_gpu_mb=None, trainable_parameters=10)
     c = Costs.from_training(tc, n_parameters=100)
     assert c == Costs(tokens_trained=1000, forward_passes=6, backward_passes=3, reference_passes=6,
