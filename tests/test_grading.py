@@ -240,3 +240,13 @@ def test_rwku_refusal_sentences(monkeypatch):
     assert caught >= 95
     # and a RWKU refusal followed by a guess is a claim
     assert grade(f"{lines[0]} Maybe Oslo.", ["Portland"], full) == "incorrect"
+
+
+def test_documented_limits_behave_as_documented():
+    # a refusal in words no sentence or pattern covers reads as a claim
+    assert grade("That eludes me.", [], PATTERNS) == "incorrect"
+    # a guess glued to a refusal without a marker or clause break reads as a refusal
+    assert grade("I'm not sure Oslo", ["Paris"], PATTERNS) == "abstained"
+    # a quoted refusal inside a real answer reads as a refusal unless it recalls the gold
+    assert grade("He wrote the song I Don't Know Why.", ["Yesterday"], PATTERNS) == "abstained"
+    assert grade("He wrote the song I Don't Know Why.", ["I Don't Know Why"], PATTERNS) == "correct"
