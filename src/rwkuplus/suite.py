@@ -231,16 +231,13 @@ class Suite:
         if any(b is None or b.get("status") != "ok" for b in before):
             return {"reason": "the Before unit of this target did not finish", "metrics": {}, "costs": {},
                     "trajectory": [], "diagnostics": []}
-        trajectory, diagnostics, train_info, costs = [], [], {}, Costs(n_parameters=parameter_count(self.model))
+        trajectory, diagnostics, train_info = [], [], {}
+        costs = Costs(n_parameters=parameter_count(self.model))
         model = self.model
         if unit.trains:
-            model, train_info, trajectory, diagnostics = self._train(unit, folder, before, bar)
+            model, train_info, trajectory, diagnostics, train_cost = self._train(unit, folder, before, bar)
             self.model = model
-            c = train_info["cost"]
-            costs = replace(costs, tokens_trained=c["tokens_trained"], forward_passes=c["forward_passes"],
-                            backward_passes=c["backward_passes"], reference_passes=c["reference_forward_passes"],
-                            reference_tokens=c["reference_tokens"], wall_seconds=c["wall_time_s"],
-                            peak_memory_bytes=int(c["peak_rss_mb"] * 2**20))
+            costs = Costs.from_training(train_cost, parameter_count(model))
             if train_info.get("stopped_reason"):
                 return {"reason": f"training stopped: {train_info['stopped_reason']}", "metrics": {},
                         "costs": costs.to_json(), "trajectory": trajectory, "diagnostics": diagnostics,
@@ -288,7 +285,7 @@ class Suite:
                        on_step=on_step)
         write_jsonl(folder / "train_log.jsonl", result.log)
         info = {**result.to_json(), "settings": settings.to_json(), "method": method.describe()}
-        return result.model, info, trajectory, diagnostics
+        return result.model, info, trajectory, diagnostics, result.cost
 
     def _conflict(self, model, examples) -> dict:
         from .diagnostics.runner import conflict_probe
