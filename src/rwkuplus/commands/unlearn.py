@@ -137,7 +137,7 @@ def run(args) -> int:
     from ..fileio import read_json, write_json, write_jsonl
     from ..models import load_model, load_tokenizer, parameter_count, resolve_model, save_model
     from ..training.data import build_corpora
-    from ..training.loop import StartingWeights, train
+    from ..training.loop import StartingWeights, make_accelerator, train
 
     method = build_method(args)
     settings = build_settings(args, method)
@@ -150,14 +150,19 @@ def run(args) -> int:
     if (out / "config.json").is_file() and read_json(out / "config.json") != json.loads(json.dumps(config)):
         raise UserError(f"--out {out}: this folder holds an unlearning run with another configuration "
                         "(see its config.json); choose another --out or delete the folder.")
-    write_json(out / "config.json", config)
+    # Under 'accelerate launch' every process runs this; only the main process writes and evaluates.
+    accelerator = make_accelerator(cpu=args.device == "cpu")
+    main_process = accelerator.is_main_process
+    if main_process:
+        write_json(out / "config.json", config)
 
     units = ([("batch", [t.name for t in benchmark.targets])] if args.batch_target
              else [(unit_name(t.target.index, t.name), [t.name]) for t in benchmark.targets])
     # Every unit's corpora first: a missing corpus is reported before the model is even loaded.
     tokenizer = load_tokenizer(resolve_model(model_spec).path)
     corpora = {name: build_corpora(method, benchmark, names, tokenizer) for name, names in units}
-    model, tokenizer, _ = load_model(model_spec, device=args.device)
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+    model, tokenizer, _ = load_model(model_spec, device=device)
     model.eval()
     start = StartingWeights(model)
     n_params = parameter_count(model)
@@ -166,25 +171,30 @@ def run(args) -> int:
         folder = out / name
         if (folder / "done.json").is_file():
             rows.append(read_json(folder / "done.json"))
-            print(f"{name}: already done, skipped")
+            if main_process:
+                print(f"{name}: already done, skipped")
             continue
-        result = train(model, tokenizer, method, corpora[name], settings)
+        result = train(model, tokenizer, method, corpora[name], settings, accelerator=accelerator)
         trained = result.model
-        write_jsonl(folder / "train_log.jsonl", result.log)
-        write_json(folder / "cost.json", {**result.to_json(), "parameters": n_params})
-        if method.trains:
-            save_model(trained, tokenizer, folder / "model")
-        evaluation = {} if args.no_eval else evaluate_unit(trained, tokenizer, benchmark, names, method.icu, folder,
-                                                           args.batch_size_eval)
         row = {"unit": name, "targets": names, "steps": result.steps, "stopped_reason": result.stopped_reason,
-               "evaluation": evaluation}
-        write_json(folder / "done.json", row)  # last: marks the unit finished
+               "evaluation": {}}
+        if main_process:
+            write_jsonl(folder / "train_log.jsonl", result.log)
+            write_json(folder / "cost.json", {**result.to_json(), "parameters": n_params})
+            if method.trains:
+                save_model(trained, tokenizer, folder / "model")
+            if not args.no_eval:
+                row["evaluation"] = evaluate_unit(trained, tokenizer, benchmark, names, method.icu, folder,
+                                                  args.batch_size_eval)
+            write_json(folder / "done.json", row)  # last: marks the unit finished
+            print(_row_text(row))
+        accelerator.wait_for_everyone()
         rows.append(row)
-        print(_row_text(row))
         model = start.restore(trained.unload() if hasattr(trained, "peft_config") else trained)
         model.eval()
-    write_json(out / "summary.json", rows)
-    print(f"results: {out}")
+    if main_process:
+        write_json(out / "summary.json", rows)
+        print(f"results: {out}")
     return 0
 
 

@@ -177,10 +177,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _default_accelerator():
+def make_accelerator(cpu: bool | None = None):
+    """The loop's default Accelerator: bf16 autocast on GPU, fp32 on CPU (``cpu`` forces the CPU)."""
     from accelerate import Accelerator
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and not cpu
     return Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
 
 
@@ -206,7 +207,7 @@ def train(
     settings.validate()
     started = time.perf_counter()
     if accelerator is None:
-        accelerator = _default_accelerator()
+        accelerator = make_accelerator()
     cost = TrainCost()
     if not method.trains:
         cost.wall_time_s = time.perf_counter() - started
@@ -235,14 +236,13 @@ def train(
     torch.manual_seed(settings.seed)
     model = prepare_model(model, settings)
     model.to(device)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
         raise UserError(f"--mode {settings.mode}: no parameter is trainable.")
-    for _, p in named:  # master weights in fp32 when the model is held in half precision
+    for p in trainable:  # master weights in fp32 when the model is held in half precision
         if p.dtype in (torch.float16, torch.bfloat16):
             p.data = p.data.float()
-    params = [p for _, p in named]
-    cost.trainable_parameters = sum(p.numel() for p in params)
+    cost.trainable_parameters = sum(p.numel() for p in trainable)
 
     # The reference.
     reference = None
@@ -264,6 +264,11 @@ def train(
         if not is_adapter and not method.reference_logits_corpora:
             reference.model = None  # every reference number is cached; the model moves on
 
+    # Wrap for distributed training (DDP / FSDP) first, then build the optimizer on the wrapped
+    # model's parameters (FSDP replaces them).
+    model = accelerator.prepare_model(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     optimizer = _make_optimizer(params, named, settings)
     from transformers import get_scheduler
 
@@ -271,7 +276,6 @@ def train(
     schedule = "constant_with_warmup" if settings.schedule == "constant" and warmup else settings.schedule
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
-    model = accelerator.prepare_model(model)
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
