@@ -656,7 +656,7 @@ def gradient_gram(
 
 
 def loop_gram(model, parts: LossPart | dict | Sequence[LossPart], params: str | ParameterSet = "all") -> GradientGram:
-    """Reference implementation: one backward per example, flattened gradients kept, Gram = g g^T."""
+    """Reference implementation: one backward per example, flattened gradients kept (float32), Gram = g g^T."""
     parts = _resolve_parts(parts)
     pset = params if isinstance(params, ParameterSet) else select_parameters(model, params)
     start = time.perf_counter()
@@ -679,7 +679,7 @@ def loop_gram(model, parts: LossPart | dict | Sequence[LossPart], params: str | 
                     loss = part.loss_fn(model, batch)
                     grads = torch.autograd.grad(loss.sum(), pset.params, allow_unused=True)
                     for g in groups:
-                        flat = [(gr if gr is not None else torch.zeros_like(p)).reshape(-1).double().cpu()
+                        flat = [(gr if gr is not None else torch.zeros_like(p)).reshape(-1).float().cpu()
                                 for gr, p, pg in zip(grads, pset.params, pset.groups) if pg == g]
                         per_group[g].append(torch.cat(flat))
     finally:
@@ -688,8 +688,10 @@ def loop_gram(model, parts: LossPart | dict | Sequence[LossPart], params: str | 
         model.train(was_training)
     grams = {}
     for g in groups:
-        V = torch.stack(per_group[g])
-        grams[g] = V @ V.T
+        V = torch.stack(per_group[g])  # float32, n x P (the loop's memory: every flattened gradient)
+        per_group[g] = []
+        grams[g] = (V @ V.T).double()
+        del V
     total = sum(grams.values())
     return GradientGram(total, grams, list(pset.names), pset.numel, None, 0, sum(p.n for p in parts),
                         time.perf_counter() - start)
