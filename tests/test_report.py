@@ -23,6 +23,12 @@ from rwkuplus.report.summary import (
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def _small_plots(monkeypatch):
+    """Draw the plots at a low resolution: same code path, a fraction of the rasterising time."""
+    monkeypatch.setattr(plots, "DPI", 40)
+
+
 def _metrics(**values):
     """A full metrics object: every RWKU column set from ``base``, overridden by ``values``."""
     base = {c: 50.0 for c in RWKU_COLUMNS}

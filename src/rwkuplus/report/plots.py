@@ -33,7 +33,6 @@ STYLE = {
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.spines.top": False,
     "axes.spines.right": False, "axes.grid": True, "grid.color": "#e5e5e5", "grid.linewidth": 0.8,
     "axes.axisbelow": True, "legend.frameon": False, "font.family": "DejaVu Sans",
-    "svg.hashsalt": "rwkuplus",
 }
 DPI = 130
 
