@@ -79,8 +79,15 @@ def _colors_for(items: Sequence[Mapping], colors: Mapping[str, str] | None) -> d
 
 
 def _legend_below(fig: Figure, handles, labels, ncol: int | None = None) -> None:
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=ncol or min(5, len(labels)), fontsize=9)
+    """A legend under the axes, read row by row (matplotlib fills columns first, so the entries are permuted)."""
+    if not handles:
+        return
+    n = len(labels)
+    c = ncol or min(5, n)
+    rows = math.ceil(n / c)
+    order = [r * c + j for j in range(c) for r in range(rows) if r * c + j < n]
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=c,
+               fontsize=9)
 
 
 # ------------------------------------------------------------------ trade-off
