@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     exact_all = None
     if "step" in sections:
         params = [p for p in model.parameters()]
-        step = train_step(model, encode_examples(tokenizer, exs[:4], args.max_length), params)
+        step = train_step(model, encode_examples(tokenizer, exs[:1], 8), params)
         step()  # warm-up (allocations, AdamW state)
         state = {n: p.detach().clone() for n, p in model.named_parameters()}
         _, s, m, g = measure(train_step(model, batch, params))
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                 p.copy_(state[n_])
         del state
     if "exact" in sections:
-        gradient_gram(model, encode_examples(tokenizer, exs[:2], args.max_length), "all")  # warm-up
+        gradient_gram(model, encode_examples(tokenizer, exs[:2], 8), "all")  # warm-up
         gram, s, m, g = measure(lambda: gradient_gram(model, batch, "all"))
         exact_all = gram.gram
         record("engine_exact_all", s, m, g, strategies=_count(gram.strategies))
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
                 if "lora_B" in n_:
                     p.normal_(0, 0.01)
         params = [p for p in lm.parameters() if p.requires_grad]
-        train_step(lm, encode_examples(tokenizer, exs[:4], args.max_length), params)()
+        train_step(lm, encode_examples(tokenizer, exs[:1], 8), params)()  # warm-up
         _, s, m, g = measure(train_step(lm, batch, params))
         record("train_step_lora", s, m, g)
         gram, s, m, g = measure(lambda: gradient_gram(lm, batch, "lora"))

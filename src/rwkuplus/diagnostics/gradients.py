@@ -467,6 +467,12 @@ def _materialise(f: _Factor) -> _Dense:
     pos = torch.searchsorted(present, f.items)
     if f.ids is not None:
         X.view(-1, f.q).index_add_(0, pos * f.p + f.ids, f.R)
+    elif bool((f.items[1:] >= f.items[:-1]).all()):  # tokens grouped by item: one padded batched matmul
+        _, counts = torch.unique_consecutive(f.items, return_counts=True)
+        sizes = counts.tolist()
+        L = torch.nn.utils.rnn.pad_sequence(list(torch.split(f.L, sizes)), batch_first=True)
+        R = torch.nn.utils.rnn.pad_sequence(list(torch.split(f.R, sizes)), batch_first=True)
+        torch.bmm(L.transpose(1, 2), R, out=X)
     else:
         for r, e in enumerate(present.tolist()):
             sel = f.items == e
@@ -484,12 +490,18 @@ def _token_dot(a: _Factor, b: _Factor, m: int, symmetric: bool, block: int) -> t
             j1 = min(j0 + block, Nb)
             KL = _l_kernel(a, b, i0, i1, j0, j1)
             K = KL * (a.R[i0:i1] @ b.R[j0:j1].T)
-            rows = torch.zeros(m, j1 - j0, device=K.device).index_add_(0, a.items[i0:i1], K)
-            c = torch.zeros(m, m, device=K.device).index_add_(1, b.items[j0:j1], rows).double()
+            c = (_segments(a.items[i0:i1], m) @ K @ _segments(b.items[j0:j1], m).T).double()
             out += c
             if symmetric and j0 != i0:
                 out += c.T
     return out
+
+
+def _segments(items: torch.Tensor, m: int) -> torch.Tensor:
+    """[m, N] one-hot rows: token t belongs to item items[t] (sums over tokens become a matmul)."""
+    S = torch.zeros(m, items.shape[0], device=items.device)
+    S[items, torch.arange(items.shape[0], device=items.device)] = 1.0
+    return S
 
 
 def _l_kernel(a: _Factor, b: _Factor, i0, i1, j0, j1) -> torch.Tensor:
