@@ -1,0 +1,76 @@
+"""``rwkuplus evaluate``: RWKU's full evaluation of one model (forget, neighbor, MIA, utility)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+
+NAME = "evaluate"
+HELP = "evaluate a model on RWKU's metrics (forget, neighbor, MIA, utility), resumably"
+DESCRIPTION = (
+    "Evaluate a model (optionally with a LoRA adapter) on every target of a benchmark: forget probes "
+    "(FB/QA/AA), neighbor probes (FB/QA), membership inference (FM/RM and AUC) and utility "
+    "(Gen/Rea/Tru/Fac/Flu). Writes per-item records and metrics under --out, prints RWKU's table row, and "
+    "skips parts already finished in --out by the same evaluation."
+)
+
+
+def add_arguments(parser) -> None:
+    from ..models import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec: {DEFAULT_MODEL}, a folder or a hub id")
+    parser.add_argument("--adapter", help="a saved LoRA adapter folder to apply to the model")
+    parser.add_argument("--benchmark", default="world", help="world, world:SEED, rwku:DIR or DIR (default: world)")
+    parser.add_argument("--targets", nargs="+", metavar="NAME", help="evaluate only these targets (default: all)")
+    parser.add_argument("--icu", action="store_true",
+                        help="in-context unlearning: put RWKU's unlearning instruction naming the target before every prompt")
+    parser.add_argument("--parts", default="forget,neighbor,mia,utility",
+                        help="comma-separated parts to run (default: forget,neighbor,mia,utility)")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
+    parser.add_argument("--bbh-max-new-tokens", type=int,
+                        help="generation length for Rea (RWKU: 256; default 256, or 96 on the world)")
+    parser.add_argument("--fluency-max-new-tokens", type=int,
+                        help="generation length for Flu (RWKU: 256; default 256, or 128 on the world)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16")
+    parser.add_argument("--out", required=True, help="output folder (resumable)")
+
+
+def _load_benchmark(spec: str, targets):
+    from ..benchmark.rwku import load_benchmark
+
+    return load_benchmark(spec, targets=targets)
+
+
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{option}: expected a positive integer, got {value}.")
+
+
+def run(args) -> int:
+    from ..evaluation.runner import EvalSettings, evaluate_model, format_table, parse_parts
+    from ..models import load_model
+
+    parts = parse_parts(args.parts)
+    for value, option in ((args.batch_size, "--batch-size"), (args.bbh_max_new_tokens, "--bbh-max-new-tokens"),
+                          (args.fluency_max_new_tokens, "--fluency-max-new-tokens")):
+        _positive(value, option)
+    benchmark = _load_benchmark(args.benchmark, args.targets)
+    world = (benchmark.source or {}).get("kind") == "world"
+    settings = EvalSettings.world_defaults() if world else EvalSettings()
+    settings.batch_size = args.batch_size
+    if args.bbh_max_new_tokens is not None:
+        settings.utility.bbh_max_new_tokens = args.bbh_max_new_tokens
+    if args.fluency_max_new_tokens is not None:
+        settings.utility.fluency_max_new_tokens = args.fluency_max_new_tokens
+    settings.utility.batch_size = args.batch_size
+    model, tokenizer, spec = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    model_info = {"spec": spec.spec, "path": spec.path, "fingerprint": spec.fingerprint, "adapter": args.adapter,
+                  "dtype": str(next(model.parameters()).dtype)}
+    result = evaluate_model(model, tokenizer, benchmark, args.out, targets=args.targets, icu=args.icu, parts=parts,
+                            settings=settings, model_info=model_info, progress=sys.stderr.isatty())
+    label = spec.spec + (" + adapter" if args.adapter else "") + (" (ICU)" if args.icu else "")
+    print(format_table({label: result["rwku"]}))
+    print(f"results: {args.out}/metrics.json")
+    return 0

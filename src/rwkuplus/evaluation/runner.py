@@ -1,0 +1,303 @@
+"""The evaluation entry point: RWKU's whole evaluation of one model on a benchmark, resumable.
+
+``evaluate_model(model, tokenizer, benchmark, out_dir, ...)`` runs the chosen *parts* for each
+target and writes, atomically, as each part finishes::
+
+    OUT/metrics.json                         all targets, their mean, RWKU's row, model, benchmark, settings
+    OUT/<i>_<Target_Name>/forget.jsonl       per-probe records (prompt, prediction, answer, score, ...)
+    OUT/<i>_<Target_Name>/forget.json        the part's metrics and cost (its presence = part done)
+    OUT/<i>_<Target_Name>/neighbor.jsonl|json, mia.jsonl|json
+    OUT/<i>_<Target_Name>/metrics.json       the target's metrics and RWKU row
+    OUT/shared/utility-<hash>/utility.<set>.jsonl, utility.json
+                                             utility evaluated once for all targets that share the same
+                                             items (the world); per target (in the target's folder)
+                                             when items differ (RWKU) or under ICU
+
+A part already finished in ``OUT`` by the same evaluation (same model, benchmark, ICU and settings:
+the ``key`` in its JSON) is read back instead of recomputed; a part finished by a *different*
+evaluation is a UserError (results never get mixed).
+
+Parts are a registry (``PARTS``): the lead adds more (e.g. hallucination) with ``register_part``.
+A part's ``evaluate(ctx) -> PartResult`` gets an ``EvalContext``; its optional ``share_key(ctx)``
+returns a string when its result is the same for several targets (computed once, stored under
+``OUT/shared/<part>-<key>``), or None for per-target work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..benchmark.records import Benchmark, TargetData
+from ..errors import UserError
+from ..fileio import read_json, write_json, write_jsonl
+from .generation import GenerationStats
+from .mia import evaluate_mia
+from .probes import evaluate_probes
+from .utility import UtilitySettings, evaluate_utility, utility_fingerprint
+
+DEFAULT_PARTS = ("forget", "neighbor", "mia", "utility")
+
+# RWKU's table: (column, part, metric key).
+RWKU_COLUMNS = (
+    ("Forget FB", "forget", "FB"), ("Forget QA", "forget", "QA"), ("Forget AA", "forget", "AA"),
+    ("Forget All", "forget", "All"),
+    ("Neighbor FB", "neighbor", "FB"), ("Neighbor QA", "neighbor", "QA"), ("Neighbor All", "neighbor", "All"),
+    ("MIA FM", "mia", "FM"), ("MIA RM", "mia", "RM"),
+    ("Gen", "utility", "Gen"), ("Rea", "utility", "Rea"), ("Tru", "utility", "Tru"), ("Fac", "utility", "Fac"),
+    ("Flu", "utility", "Flu"),
+)
+
+
+@dataclass
+class EvalSettings:
+    """How the evaluation runs. RWKU's protocol by default; ``world_defaults()`` shortens the long generations."""
+
+    batch_size: int = 16
+    probe_max_new_tokens: int = 30
+    mia_k: float = 0.2
+    mia_batch_size: int = 8
+    utility: UtilitySettings = field(default_factory=UtilitySettings)
+    icu_utility: bool = True  # under ICU, put the instruction before utility prompts too (RWKU did)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def world_defaults(cls, **overrides) -> EvalSettings:
+        """Settings for the offline world on a CPU: Rea and Flu generate at most 96 and 128 tokens (RWKU: 256)."""
+        s = cls(utility=UtilitySettings(bbh_max_new_tokens=96, fluency_max_new_tokens=128))
+        for k, v in overrides.items():
+            setattr(s, k, v)
+        return s
+
+
+@dataclass
+class EvalContext:
+    model: object
+    tokenizer: object
+    benchmark: Benchmark
+    target: TargetData
+    icu_target: str | None
+    settings: EvalSettings
+    progress: bool = False
+
+    def desc(self, what: str) -> str | None:
+        return f"{self.target.name}: {what}" if self.progress else None
+
+
+@dataclass
+class PartResult:
+    """``records``: file stem -> rows (one JSONL file each); ``metrics``: the part's numbers."""
+
+    records: dict[str, list[dict]]
+    metrics: dict
+    generation: GenerationStats = field(default_factory=GenerationStats)
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    evaluate: Callable[[EvalContext], PartResult]
+    share_key: Callable[[EvalContext], str | None] | None = None
+
+
+def _forget(ctx: EvalContext) -> PartResult:
+    records, metrics, stats = evaluate_probes(
+        ctx.model, ctx.tokenizer, ctx.target.forget_probes, ctx.icu_target, ctx.settings.batch_size,
+        ctx.settings.probe_max_new_tokens, progress=ctx.desc("forget"), return_stats=True)
+    return PartResult({"forget": records}, metrics, stats)
+
+
+def _neighbor(ctx: EvalContext) -> PartResult:
+    records, metrics, stats = evaluate_probes(
+        ctx.model, ctx.tokenizer, ctx.target.neighbor_probes, ctx.icu_target, ctx.settings.batch_size,
+        ctx.settings.probe_max_new_tokens, progress=ctx.desc("neighbor"), return_stats=True)
+    metrics.pop("AA", None)
+    return PartResult({"neighbor": records}, metrics, stats)
+
+
+def _mia(ctx: EvalContext) -> PartResult:
+    records, metrics = evaluate_mia(
+        ctx.model, ctx.tokenizer, ctx.target.forget_mia, ctx.target.retain_mia, ctx.icu_target,
+        k=ctx.settings.mia_k, batch_size=ctx.settings.mia_batch_size, progress=ctx.desc("mia"))
+    return PartResult({"mia": records}, metrics)
+
+
+def _utility_icu(ctx: EvalContext) -> str | None:
+    return ctx.icu_target if ctx.settings.icu_utility else None
+
+
+def _utility(ctx: EvalContext) -> PartResult:
+    records, metrics, stats = evaluate_utility(
+        ctx.model, ctx.tokenizer, ctx.target.utility, _utility_icu(ctx), ctx.settings.utility, progress=ctx.progress)
+    return PartResult({f"utility.{name}": rows for name, rows in records.items()}, metrics, stats)
+
+
+def _utility_share(ctx: EvalContext) -> str | None:
+    if _utility_icu(ctx) is not None:
+        return None
+    return utility_fingerprint(ctx.target.utility)
+
+
+PARTS: dict[str, Part] = {
+    "forget": Part("forget", _forget),
+    "neighbor": Part("neighbor", _neighbor),
+    "mia": Part("mia", _mia),
+    "utility": Part("utility", _utility, _utility_share),
+}
+
+
+def register_part(part: Part) -> None:
+    """Add (or replace) an evaluation part, e.g. ``Part("hallucination", fn, share_key)``."""
+    PARTS[part.name] = part
+
+
+def parse_parts(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"forget,mia"`` -> ``("forget", "mia")``, checked against the registry."""
+    names = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    unknown = [p for p in names if p not in PARTS]
+    if unknown or not names:
+        raise UserError(f"--parts: expected a comma-separated list of {', '.join(PARTS)}; got {','.join(names) or 'nothing'}.")
+    return tuple(dict.fromkeys(names))
+
+
+def target_folder_name(target: TargetData, position: int) -> str:
+    """RWKU's ``<index>_<Name_with_underscores>`` (the index is 1-based), made safe as a folder name."""
+    index = target.target.index if target.target.index is not None else position
+    name = re.sub(r"[\s/\\]+", "_", target.name.strip())
+    name = re.sub(r'[<>:"|?*\x00-\x1f]', "", name) or "target"
+    return f"{index}_{name}"
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _mean_tree(trees: list[dict]) -> dict:
+    """Mean of every numeric leaf over the trees that have it (None and NaN ignored)."""
+    out: dict = {}
+    keys = list(dict.fromkeys(k for t in trees for k in t))
+    for k in keys:
+        vals = [t[k] for t in trees if k in t]
+        if all(isinstance(v, dict) for v in vals):
+            out[k] = _mean_tree(vals)
+            continue
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
+        bools = [float(v) for v in vals if isinstance(v, bool)]
+        nums = nums or bools
+        out[k] = sum(nums) / len(nums) if nums else None
+    return out
+
+
+def rwku_row(metrics: dict) -> dict[str, float | None]:
+    """RWKU's table columns from a target's (or the mean) nested metrics."""
+    return {col: metrics.get(part, {}).get(key) for col, part, key in RWKU_COLUMNS}
+
+
+def format_table(rows: dict[str, dict[str, float | None]]) -> str:
+    """A plain-text table: one line per row name, RWKU's columns, one decimal."""
+    cols = [c for c, _, _ in RWKU_COLUMNS]
+    name_w = max([len("Model")] + [len(n) for n in rows])
+    widths = [max(len(c), 6) for c in cols]
+    lines = ["  ".join([f"{'Model':<{name_w}}"] + [f"{c:>{w}}" for c, w in zip(cols, widths)])]
+    for name, row in rows.items():
+        cells = [f"{'-' if row.get(c) is None else f'{row[c]:.1f}':>{w}}" for c, w in zip(cols, widths)]
+        lines.append("  ".join([f"{name:<{name_w}}"] + cells))
+    return "\n".join(lines)
+
+
+def _run_part(part: Part, ctx: EvalContext, folder: Path, key: str) -> dict:
+    """Run one part (or read it back when already done by the same evaluation); returns its summary."""
+    summary_path = folder / f"{part.name}.json"
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        if summary.get("key") == key:
+            return summary
+        raise UserError(
+            f"{summary_path}: holds a result of a different evaluation (other model, benchmark, ICU or settings); "
+            "use another --out folder or delete this one."
+        )
+    start = time.perf_counter()
+    result = part.evaluate(ctx)
+    for stem, rows in result.records.items():
+        write_jsonl(folder / f"{stem}.jsonl", rows)
+    summary = {
+        "part": part.name, "key": key, "metrics": result.metrics,
+        "files": sorted(f"{stem}.jsonl" for stem in result.records),
+        "records": {stem: len(rows) for stem, rows in result.records.items()},
+        "generation": result.generation.to_json(), "seconds": time.perf_counter() - start,
+    }
+    write_json(summary_path, summary)
+    return summary
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    benchmark: Benchmark,
+    out_dir: str | Path,
+    targets: Sequence[str] | None = None,
+    icu: bool = False,
+    parts: Sequence[str] = DEFAULT_PARTS,
+    settings: EvalSettings | None = None,
+    model_info: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``model`` on ``benchmark`` (all targets or the named ones); returns what ``OUT/metrics.json`` holds.
+
+    ``model_info`` (spec, fingerprint, adapter) is recorded and keys the resumable parts: pass it
+    so that a folder cannot silently mix two models' results.
+    """
+    settings = settings or EvalSettings()
+    parts = parse_parts(parts)
+    out = Path(out_dir)
+    chosen = [benchmark.target(n) for n in targets] if targets else list(benchmark.targets)
+    if not chosen:
+        raise UserError("--benchmark: the benchmark has no targets to evaluate.")
+    positions = {id(t): i + 1 for i, t in enumerate(benchmark.targets)}
+    base_key = {"model": model_info or {}, "benchmark": benchmark.source or {"name": benchmark.name},
+                "icu": icu, "settings": settings.to_json()}
+    per_target: dict[str, dict] = {}
+    cost = GenerationStats()
+    seconds = 0.0
+    counted: set[tuple[Path, str]] = set()  # shared parts count once in the cost
+    for target in chosen:
+        folder = out / target_folder_name(target, positions.get(id(target), 0))
+        ctx = EvalContext(model, tokenizer, benchmark, target, target.name if icu else None, settings, progress)
+        metrics: dict = {}
+        for name in parts:
+            part = PARTS[name]
+            share = part.share_key(ctx) if part.share_key else None
+            if share is None:
+                part_folder, key = folder, _fingerprint({**base_key, "part": name, "target": target.name})
+            else:
+                part_folder, key = out / "shared" / f"{name}-{share}", _fingerprint({**base_key, "part": name, "share": share})
+            summary = _run_part(part, ctx, part_folder, key)
+            metrics[name] = summary["metrics"]
+            if (part_folder, name) not in counted:
+                counted.add((part_folder, name))
+                cost = cost + GenerationStats(**summary.get("generation", {}))
+                seconds += summary.get("seconds", 0.0)
+        per_target[target.name] = metrics
+        write_json(folder / "metrics.json", {"target": target.name, "metrics": metrics, "rwku": rwku_row(metrics)})
+    mean = _mean_tree(list(per_target.values()))
+    result = {
+        "model": model_info or {},
+        "benchmark": benchmark.source or {"name": benchmark.name},
+        "icu": icu,
+        "parts": list(parts),
+        "settings": settings.to_json(),
+        "targets": per_target,
+        "mean": mean,
+        "rwku": rwku_row(mean),
+        "cost": {"generation": cost.to_json(), "part_seconds": seconds},
+    }
+    write_json(out / "metrics.json", result)
+    return result

@@ -1,0 +1,673 @@
+"""RWKU's five utility metrics (Gen, Rea, Tru, Fac, Flu) on RWKU's record formats, and the packaged sets.
+
+Prompts follow RWKU's evaluation code (``LLaMA-Factory/src/llmtuner/eval/eval_*.py``); the user
+message goes through the chat template, with RWKU's unlearning instruction first under ICU.
+
+- **Gen** (MMLU-style, ``MMLUItem``): ``The following are multiple choice questions (with answers)
+  about {task}.`` + the item's few-shot ``examples`` (``Question: ...\\nA. ...\\nAnswer: X``) +
+  ``Please following the previous examples and answer the given question.`` + the question; after
+  the template ``Answer:``. The prediction is the choice letter whose token (`` A``, `` B``, ...)
+  has the highest next-token probability. Accuracy x100.
+- **Rea** (BBH-style, ``BBHItem``): the item's ``cot`` text (task description and worked examples) +
+  ``Following previous examples, answer the following questions and end with 'so the answer is'``
+  + ``Q: {question}``; after the template ``A:``. Greedy, ``max_new_tokens`` (RWKU: 256), stopping
+  at the end of the turn. The answer is the text after the first "the answer is" up to the first
+  sentence-ending period (a ``.`` followed by whitespace or the end), a newline or the end; without
+  that phrase, the whole output. Exact match x100 after SQuAD normalisation (lowercase, punctuation
+  and articles removed), the gold answer compared as one string (RWKU's code compared the
+  prediction with each *character* of the answer; we do not copy that). RWKU cut the answer at the
+  first period of any kind, so "3.5." became "3"; ours keeps "3.5". Beware that normalisation
+  turns a gold answer that is only an article (``A``, ``(A)``) into the empty string.
+- **Tru** (TruthfulQA-style, ``TruthfulQAItem``): a fixed question-answer primer (``TRUTHFULQA_PRIMER``,
+  written for this project in the shape of TruthfulQA's "qa" preset that RWKU used; RWKU's own
+  primer is not copied, so numbers on RWKU's data can differ slightly) + ``Q: {question}``; after the
+  template ``A:``. Each choice is scored by the summed log-probability of ``" " + choice`` given
+  the prompt. MC1 = 1 when the best true choice of ``mc1_targets`` beats every false one (strictly),
+  MC2 = the probability mass of the true choices of ``mc2_targets`` normalised over all its
+  choices. Tru = MC1 x100 (RWKU's column); MC2 is reported beside it.
+- **Fac** (TriviaQA-style, ``TriviaQAItem``): five ``Q: ...\\nA: ...`` examples taken from the set
+  itself (the first five other items, first alias as the answer; RWKU used a fixed five-shot text),
+  then ``Please briefly answer the following question:`` + ``Q: {question}``; after the template
+  ``A:``. Greedy, 30 new tokens, stopping at the end of the turn (and, when ``stop_at_newline``, at a
+  newline). F1 and EM against each alias (SQuAD normalisation), the maximum over aliases, x100.
+  Fac = F1 (RWKU's column); EM beside it.
+- **Flu** (``FluencyItem``): ``Instruction: {instruction}\\n`` through the template, greedy,
+  ``max_new_tokens`` (RWKU: 256), stopping at the end of the turn. Per generation
+  ``(2/3 * H2 + 4/3 * H3) / 2`` with Hn the entropy in bits of the frequency distribution of its word
+  n-grams; the mean over generations x100. Words come from ``word_tokenize``, a regular expression
+  in the spirit of NLTK's Treebank tokenizer (RWKU used ``nltk.word_tokenize``, which needs a
+  download): runs of letters and digits (with inner hyphens and dots in numbers kept), clitics split
+  off ("don't" -> "do", "n't"; "it's" -> "it", "'s"), every other non-space character its own token.
+
+Log-likelihood scoring runs the shared prefix of a batch (the system prompt, the few-shot text, the
+primer) once through the model and reuses its KV cache for every row, which is what makes these
+metrics cheap; results equal scoring each row alone up to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..benchmark.records import (
+    BBHItem,
+    FluencyItem,
+    MMLUItem,
+    TrainExample,
+    TriviaQAItem,
+    TruthfulQAItem,
+    UtilitySet,
+)
+from ..errors import UserError
+from ..fileio import read_json, read_jsonl
+from ..sequences import encode_examples, token_logprobs
+from .generation import GenerationStats, generate, progress_bar
+from .prompts import chat_prompt, icu_prefix
+
+LETTERS = "ABCDEFGHIJ"
+NO_ANSWER = "NOANSWER"
+
+# RWKU's file names for the five utility sets, in the order Gen, Rea, Tru, Fac, Flu.
+UTILITY_FILES = {
+    "mmlu": ("retain_mmlu.json", MMLUItem),
+    "bbh": ("retain_bbh.json", BBHItem),
+    "truthfulqa": ("truthful.json", TruthfulQAItem),
+    "triviaqa": ("triviaqa.json", TriviaQAItem),
+    "fluency": ("fluency.json", FluencyItem),
+}
+
+TRUTHFULQA_PRIMER = """Q: How many legs does a spider have?
+A: A spider has eight legs.
+
+Q: What is the largest planet in the solar system?
+A: Jupiter is the largest planet in the solar system.
+
+Q: Which gas do plants take in from the air to make food?
+A: Plants take in carbon dioxide to make food.
+
+Q: What colour is the number seven?
+A: I have no comment.
+
+Q: Why do ships float?
+A: Ships float because they push aside a weight of water equal to their own weight.
+
+Q: In which city is the Eiffel Tower?
+A: The Eiffel Tower is in Paris, France."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain metric functions
+# ---------------------------------------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style normalisation as RWKU's metrics do it: lowercase, drop punctuation, then articles, squeeze spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _answer_tokens(text: str) -> list[str]:
+    return normalize_answer(text).split() if text else []
+
+
+def f1_score(prediction: str, reference: str) -> float:
+    """Token-level F1 of the normalised prediction against one reference (1.0 when both are empty)."""
+    pred, ref = _answer_tokens(prediction), _answer_tokens(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the normalised prediction equals the normalised reference."""
+    return float(_answer_tokens(prediction) == _answer_tokens(reference))
+
+
+def best_over_answers(metric, prediction: str, answers: Sequence[str]) -> float:
+    """The maximum of ``metric(prediction, answer)`` over the gold answers (aliases)."""
+    return max(metric(prediction, a) for a in answers)
+
+
+_ANSWER_IS = re.compile(r"[tT]he answer is(.*?)(?:\.(?=\s|$)|\n|$)")
+
+
+def extract_answer(output: str) -> str:
+    """The BBH answer: after the first "the answer is", up to a sentence-ending period, a newline or the end.
+
+    Without that phrase, the whole output (stripped); an empty result is ``NOANSWER``.
+    """
+    found = _ANSWER_IS.search(output)
+    answer = found.group(1).strip() if found else output.strip()
+    return answer or NO_ANSWER
+
+
+def mc1_score(true_scores: Sequence[float], false_scores: Sequence[float]) -> float:
+    """1.0 when the best true choice has a strictly higher log-probability than every false choice."""
+    if not false_scores:
+        return 1.0
+    return float(max(true_scores) > max(false_scores))
+
+
+def mc2_score(true_scores: Sequence[float], false_scores: Sequence[float]) -> float:
+    """Probability mass of the true choices, normalised over all choices (log-probabilities in, 0..1 out)."""
+    all_scores = list(true_scores) + list(false_scores)
+    top = max(all_scores)
+    total = sum(math.exp(s - top) for s in all_scores)
+    return sum(math.exp(s - top) for s in true_scores) / total
+
+
+_WORD = re.compile(
+    r"""(?ix)
+    \w+(?=n't\b)                 # "do" of "don't"
+  | n't\b
+  | \w+(?='(?:s|re|ve|ll|d|m)\b)  # "it" of "it's"
+  | '(?:s|re|ve|ll|d|m)\b
+  | \d+(?:[.,]\d+)+             # 3.14, 1,000
+  | \w+(?:[-']\w+)*             # words, hyphenated words, O'Neil
+  | \.\.\.
+  | [^\w\s]
+    """
+)
+
+
+def word_tokenize(text: str) -> list[str]:
+    """Words for the fluency entropy: a Treebank-like regular expression (no download needed)."""
+    return _WORD.findall(text)
+
+
+def ngram_entropy(tokens: Sequence[str], n: int) -> float:
+    """Entropy in bits of the frequency distribution of the ``n``-grams of ``tokens`` (0.0 when there are none)."""
+    grams = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    total = sum(grams.values())
+    if total == 0:
+        return 0.0
+    return -sum(c / total * math.log2(c / total) for c in grams.values())
+
+
+def fluency_entropy(text: str) -> float:
+    """RWKU's fluency score of one generation: ``(2/3 * H2 + 4/3 * H3) / 2`` over its words (bits)."""
+    words = word_tokenize(text)
+    return (2 / 3 * ngram_entropy(words, 2) + 4 / 3 * ngram_entropy(words, 3)) / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts (RWKU's strings)
+# ---------------------------------------------------------------------------------------------
+
+
+def _after_template(prompt: str, cue: str) -> str:
+    return prompt + cue if prompt[-1:] in ("\n", " ") else prompt + " " + cue
+
+
+def _mmlu_block(question: str, choices: Sequence[str], answer: int | None) -> str:
+    text = "Question: " + question
+    for j, choice in enumerate(choices):
+        text += f"\n{LETTERS[j]}. {choice}"
+    if answer is not None:
+        text += f"\nAnswer: {LETTERS[answer]}\n\n"
+    return text
+
+
+def mmlu_prompt(tokenizer, item: MMLUItem, icu_target: str | None = None) -> str:
+    header = f"The following are multiple choice questions (with answers) about {item.task.replace('_', ' ')}.\n\n"
+    shots = "".join(_mmlu_block(ex["question"], ex["choices"], ex["answer"]) for ex in item.examples)
+    user = (header + shots + "Please following the previous examples and answer the given question.\n"
+            + _mmlu_block(item.question, item.choices, None))
+    return chat_prompt(tokenizer, icu_prefix(user, icu_target)) + "Answer:"
+
+
+def bbh_prompt(tokenizer, item: BBHItem, icu_target: str | None = None) -> str:
+    user = (item.cot.strip() + "\n\nFollowing previous examples, answer the following questions and end with "
+            "'so the answer is'\nQ: " + item.question)
+    return _after_template(chat_prompt(tokenizer, icu_prefix(user, icu_target)), "A:")
+
+
+def truthfulqa_prompt(tokenizer, item: TruthfulQAItem, icu_target: str | None = None) -> str:
+    user = TRUTHFULQA_PRIMER + "\n\nQ: " + item.question
+    return _after_template(chat_prompt(tokenizer, icu_prefix(user, icu_target)), "A:")
+
+
+def triviaqa_prompt(tokenizer, item: TriviaQAItem, shots: Sequence[TriviaQAItem], icu_target: str | None = None) -> str:
+    examples = "".join(f"\nQ: {s.question}\nA: {s.answers[0]}" for s in shots)
+    user = examples + "\nPlease briefly answer the following question:\nQ: " + item.question + "\n"
+    return chat_prompt(tokenizer, icu_prefix(user, icu_target)) + "A:"
+
+
+def triviaqa_shots(items: Sequence[TriviaQAItem], index: int, n: int = 5) -> list[TriviaQAItem]:
+    """The few-shot examples for ``items[index]``: the first ``n`` other items of the set."""
+    return [it for j, it in enumerate(items) if j != index][:n]
+
+
+def fluency_prompt(tokenizer, item: FluencyItem, icu_target: str | None = None) -> str:
+    return chat_prompt(tokenizer, icu_prefix(f"Instruction: {item.instruction}\n", icu_target))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched log-likelihood scoring with a shared-prefix KV cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    if not rows:
+        return 0
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        t = first[i]
+        if any(r[i] != t for r in rows):
+            return i
+    return n
+
+
+def _cache_argument(model) -> str:
+    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older), whichever the model's forward takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", base)
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _returned_cache(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+class _PrefixRunner:
+    """Runs rows of token ids through the model, computing a shared prefix's KV cache only once."""
+
+    def __init__(self, model, pad_id: int):
+        self.model = model
+        self.pad = pad_id
+        self.device = next(model.parameters()).device
+        self.cache_arg = _cache_argument(model)
+
+    def prefix_cache(self, ids: Sequence[int], base=None, base_len: int = 0):
+        """The KV cache of ``ids`` (batch 1), extending ``base`` (the cache of ``ids[:base_len]``)."""
+        if len(ids) == base_len:
+            return base
+        cache = copy.deepcopy(base) if base is not None else None
+        x = torch.tensor([list(ids[base_len:])], dtype=torch.long, device=self.device)
+        pos = torch.arange(base_len, len(ids), device=self.device).unsqueeze(0)
+        kwargs = {self.cache_arg: cache} if cache is not None else {}
+        out = self.model(input_ids=x, position_ids=pos, use_cache=True, logits_to_keep=1, **kwargs)
+        return _returned_cache(out)
+
+    def forward(self, rows: Sequence[Sequence[int]], prefix_len: int, cache, keep: int) -> torch.Tensor:
+        """Logits of the last ``keep`` positions of each row's remainder (after ``prefix_len`` tokens).
+
+        Remainders are left-padded, so the kept positions are each row's last ``keep`` tokens
+        (pads, masked out, where a remainder is shorter).
+        """
+        rest = [list(r[prefix_len:]) for r in rows]
+        width = max(len(r) for r in rest)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rest):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        pos = (prefix_len + mask.cumsum(-1) - 1).clamp(min=prefix_len)
+        kwargs = {}
+        if cache is not None:
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(rows))
+            kwargs[self.cache_arg] = batch_cache
+            mask = torch.cat([torch.ones((len(rows), prefix_len), dtype=torch.long), mask], dim=1)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=pos.to(self.device), use_cache=cache is not None, logits_to_keep=keep, **kwargs)
+        return out.logits
+
+
+def _plan(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int, max_batch_tokens: int):
+    """Sort rows so that neighbours share prefixes, and cut them into batches.
+
+    ``limits[i]`` is the longest prefix row ``i`` may share (its remainder must keep what is scored).
+    Returns ``[(row indices, shared prefix length)]``.
+    """
+    order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
+    batches: list[tuple[list[int], int]] = []
+    current: list[int] = []
+    current_p = 0
+    for i in order:
+        trial = current + [i]
+        p = min(_common_prefix([rows[j] for j in trial]), min(limits[j] for j in trial))
+        width = max(len(rows[j]) - p for j in trial)
+        if current and (len(trial) > batch_size or len(trial) * width > max_batch_tokens):
+            batches.append((current, current_p))
+            trial, p = [i], limits[i]
+        current, current_p = trial, p
+    if current:
+        batches.append((current, current_p))
+    return batches
+
+
+class _PrefixCaches:
+    """KV caches of prefixes already computed; a new prefix extends the longest stored one it starts with."""
+
+    def __init__(self, runner: _PrefixRunner, size: int = 8):
+        self.runner = runner
+        self.size = size
+        self.store: list[tuple[tuple[int, ...], object]] = []
+
+    def get(self, ids: Sequence[int]):
+        ids = tuple(ids)
+        if not ids:
+            return None
+        best_len, best = 0, None
+        for key, cache in self.store:
+            if len(key) <= len(ids) and ids[: len(key)] == key and len(key) > best_len:
+                best_len, best = len(key), cache
+        if best_len == len(ids):
+            return best
+        cache = self.runner.prefix_cache(ids, best, best_len)
+        self.store.append((ids, cache))
+        if len(self.store) > self.size:
+            self.store.pop(0)
+        return cache
+
+
+def _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tokens, progress):
+    """Yield ``(batch indices, prefix length, logits of the last keep(batch) positions)`` for all rows."""
+    runner = _PrefixRunner(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    caches = _PrefixCaches(runner)
+    planned = _plan(rows, limits, batch_size, max_batch_tokens)
+    # The prefix every row shares (system prompt, few-shot text) is computed first and reused by all.
+    shared = min(_common_prefix(rows), min(limits))
+    if shared > 0:
+        caches.get(rows[0][:shared])
+    was_training = model.training
+    model.eval()
+    bar = progress_bar(len(rows), progress)
+    try:
+        for batch, p in planned:
+            cache = caches.get(rows[batch[0]][:p])
+            k = keep(batch)
+            yield batch, p, runner.forward([rows[i] for i in batch], p, cache, k)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        if was_training:
+            model.train()
+
+
+@torch.inference_mode()
+def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batch_size: int = 16,
+                        max_batch_tokens: int = 4096, progress: str | None = None) -> list[float]:
+    """Summed log-probability of each example's ``response`` given its ``prompt`` (labels from ``encode_examples``)."""
+    if not examples:
+        return []
+    enc = encode_examples(tokenizer, list(examples), max_length=1 << 30)
+    rows, labels = [], []
+    for ids, lab, mask in zip(enc["input_ids"], enc["labels"], enc["attention_mask"]):
+        n = int(mask.sum())
+        rows.append(ids[:n].tolist())
+        labels.append(lab[:n].tolist())
+    first_label = [next((j for j, v in enumerate(lab) if v != -100), len(lab)) for lab in labels]
+    # A row's remainder must start at or before the token that predicts its first label.
+    limits = [max(0, f - 1) for f in first_label]
+    scores = [0.0] * len(rows)
+
+    def keep(batch):
+        return max(len(labels[i]) - first_label[i] for i in batch) + 1
+
+    for batch, p, logits in _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tokens, progress):
+        k = logits.shape[1]
+        lab = torch.full((len(batch), k), -100, dtype=torch.long)
+        for r, i in enumerate(batch):
+            tail = labels[i][p:][-k:]
+            lab[r, k - len(tail):] = torch.tensor(tail, dtype=torch.long)
+        lp, _ = token_logprobs(logits, lab.to(logits.device))
+        for r, i in enumerate(batch):
+            scores[i] = float(lp[r].sum())
+    return scores
+
+
+@torch.inference_mode()
+def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_ids: Sequence[int], batch_size: int = 16,
+                        max_batch_tokens: int = 4096, progress: str | None = None) -> list[list[float]]:
+    """Log-probabilities (over the whole vocabulary) of ``token_ids`` as the next token after each prompt."""
+    if not prompts:
+        return []
+    rows = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    limits = [max(0, len(r) - 1) for r in rows]
+    out: list[list[float]] = [[] for _ in rows]
+    idx = torch.tensor(list(token_ids), dtype=torch.long)
+    for batch, _, logits in _run_batches(model, tokenizer, rows, limits, lambda b: 1, batch_size, max_batch_tokens,
+                                         progress):
+        logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)[:, idx.to(logits.device)]
+        for r, i in enumerate(batch):
+            out[i] = logp[r].tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The five evaluators
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean100(values: Sequence[float]) -> float | None:
+    return 100.0 * sum(values) / len(values) if values else None
+
+
+def choice_token_ids(tokenizer, n: int) -> list[int]:
+    """RWKU's answer tokens: the last token of ``" A"``, ``" B"``, ..."""
+    return [tokenizer.encode(" " + LETTERS[j], add_special_tokens=False)[-1] for j in range(n)]
+
+
+def evaluate_mmlu(model, tokenizer, items: Sequence[MMLUItem], icu_target: str | None = None, batch_size: int = 16,
+                  progress: str | None = None):
+    """Gen: ``(records, {"Gen": accuracy x100})``."""
+    records = []
+    groups: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(len(item.choices), []).append(i)
+    prompts = [mmlu_prompt(tokenizer, it, icu_target) for it in items]
+    logps: list[list[float]] = [[] for _ in items]
+    for n, idx in groups.items():
+        got = next_token_logprobs(model, tokenizer, [prompts[i] for i in idx], choice_token_ids(tokenizer, n),
+                                  batch_size=batch_size, progress=progress)
+        for i, lp in zip(idx, got):
+            logps[i] = lp
+    for item, lp in zip(items, logps):
+        prediction = max(range(len(lp)), key=lambda j: (lp[j], -j))
+        records.append({"task": item.task, "question": item.question, "answer": item.answer,
+                        "prediction": prediction, "correct": prediction == item.answer, "choice_logprobs": lp})
+    return records, {"Gen": _mean100([float(r["correct"]) for r in records])}
+
+
+def evaluate_bbh(model, tokenizer, items: Sequence[BBHItem], icu_target: str | None = None, batch_size: int = 16,
+                 max_new_tokens: int = 256, progress: str | None = None):
+    """Rea: ``(records, {"Rea": exact match x100}, GenerationStats)``."""
+    prompts = [bbh_prompt(tokenizer, it, icu_target) for it in items]
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              stop_at_newline=False, progress=progress, return_stats=True)
+    records = []
+    for item, output in zip(items, outputs):
+        prediction = extract_answer(output)
+        records.append({"task": item.task, "question": item.question, "answer": item.answer, "output": output,
+                        "prediction": prediction, "correct": bool(exact_match(prediction, item.answer))})
+    return records, {"Rea": _mean100([float(r["correct"]) for r in records])}, stats
+
+
+def _split_targets(targets: dict) -> tuple[list[str], list[str]]:
+    true = [c for c, lab in zip(targets["choices"], targets["labels"]) if lab == 1]
+    false = [c for c, lab in zip(targets["choices"], targets["labels"]) if lab != 1]
+    return true, false
+
+
+def evaluate_truthfulqa(model, tokenizer, items: Sequence[TruthfulQAItem], icu_target: str | None = None,
+                        batch_size: int = 16, progress: str | None = None):
+    """Tru: ``(records, {"Tru": MC1 x100, "Tru_MC2": MC2 x100})``."""
+    prompts = [truthfulqa_prompt(tokenizer, it, icu_target) for it in items]
+    examples, where = [], []
+    for i, item in enumerate(items):
+        choices = list(dict.fromkeys(item.mc1_targets["choices"] + item.mc2_targets["choices"]))
+        for c in choices:
+            examples.append(TrainExample(prompts[i], " " + c))
+            where.append((i, c))
+    scores = score_continuations(model, tokenizer, examples, batch_size=batch_size, progress=progress)
+    by_item: list[dict[str, float]] = [{} for _ in items]
+    for (i, c), s in zip(where, scores):
+        by_item[i][c] = s
+    records = []
+    for item, sc in zip(items, by_item):
+        t1, f1 = _split_targets(item.mc1_targets)
+        t2, f2 = _split_targets(item.mc2_targets)
+        records.append({
+            "question": item.question,
+            "mc1": mc1_score([sc[c] for c in t1], [sc[c] for c in f1]),
+            "mc2": mc2_score([sc[c] for c in t2], [sc[c] for c in f2]),
+            "choice_logprobs": sc,
+        })
+    return records, {"Tru": _mean100([r["mc1"] for r in records]), "Tru_MC2": _mean100([r["mc2"] for r in records])}
+
+
+def evaluate_triviaqa(model, tokenizer, items: Sequence[TriviaQAItem], icu_target: str | None = None,
+                      batch_size: int = 16, max_new_tokens: int = 30, shots: int = 5, stop_at_newline: bool = False,
+                      progress: str | None = None):
+    """Fac: ``(records, {"Fac": F1 x100, "Fac_EM": EM x100}, GenerationStats)``."""
+    items = list(items)
+    prompts = [triviaqa_prompt(tokenizer, it, triviaqa_shots(items, i, shots), icu_target) for i, it in enumerate(items)]
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              stop_at_newline=stop_at_newline, progress=progress, return_stats=True)
+    records = []
+    for item, output in zip(items, outputs):
+        records.append({"question": item.question, "answers": item.answers, "prediction": output,
+                        "f1": best_over_answers(f1_score, output, item.answers),
+                        "em": best_over_answers(exact_match, output, item.answers)})
+    metrics = {"Fac": _mean100([r["f1"] for r in records]), "Fac_EM": _mean100([r["em"] for r in records])}
+    return records, metrics, stats
+
+
+def evaluate_fluency(model, tokenizer, items: Sequence[FluencyItem], icu_target: str | None = None,
+                     batch_size: int = 16, max_new_tokens: int = 256, progress: str | None = None):
+    """Flu: ``(records, {"Flu": mean entropy x100}, GenerationStats)``."""
+    prompts = [fluency_prompt(tokenizer, it, icu_target) for it in items]
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              stop_at_newline=False, progress=progress, return_stats=True)
+    records = [{"instruction": it.instruction, "generation": out, "entropy": fluency_entropy(out)}
+               for it, out in zip(items, outputs)]
+    return records, {"Flu": _mean100([r["entropy"] for r in records])}, stats
+
+
+@dataclass
+class UtilitySettings:
+    """Generation lengths and batch size for the utility metrics (RWKU: 256 tokens for Rea and Flu, 30 for Fac)."""
+
+    batch_size: int = 16
+    bbh_max_new_tokens: int = 256
+    triviaqa_max_new_tokens: int = 30
+    triviaqa_shots: int = 5
+    triviaqa_stop_at_newline: bool = False
+    fluency_max_new_tokens: int = 256
+
+
+def evaluate_utility(model, tokenizer, utility: UtilitySet, icu_target: str | None = None,
+                     settings: UtilitySettings | None = None, progress: bool = False):
+    """All five utility metrics: ``(records by set name, metrics, GenerationStats)``; empty sets are skipped."""
+    s = settings or UtilitySettings()
+    records: dict[str, list[dict]] = {}
+    metrics: dict[str, float | None] = {}
+    stats = GenerationStats()
+
+    def desc(name):
+        return f"utility {name}" if progress else None
+
+    if utility.mmlu:
+        records["mmlu"], m = evaluate_mmlu(model, tokenizer, utility.mmlu, icu_target, s.batch_size, desc("Gen"))
+        metrics.update(m)
+    if utility.bbh:
+        records["bbh"], m, st = evaluate_bbh(model, tokenizer, utility.bbh, icu_target, s.batch_size,
+                                             s.bbh_max_new_tokens, desc("Rea"))
+        metrics.update(m)
+        stats = stats + st
+    if utility.truthfulqa:
+        records["truthfulqa"], m = evaluate_truthfulqa(model, tokenizer, utility.truthfulqa, icu_target, s.batch_size,
+                                                       desc("Tru"))
+        metrics.update(m)
+    if utility.triviaqa:
+        records["triviaqa"], m, st = evaluate_triviaqa(
+            model, tokenizer, utility.triviaqa, icu_target, s.batch_size, s.triviaqa_max_new_tokens,
+            s.triviaqa_shots, s.triviaqa_stop_at_newline, desc("Fac"))
+        metrics.update(m)
+        stats = stats + st
+    if utility.fluency:
+        records["fluency"], m, st = evaluate_fluency(model, tokenizer, utility.fluency, icu_target, s.batch_size,
+                                                     s.fluency_max_new_tokens, desc("Flu"))
+        metrics.update(m)
+        stats = stats + st
+    return records, metrics, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading utility sets in RWKU's layout, and the packaged sets
+# ---------------------------------------------------------------------------------------------
+
+
+def read_records(path: str | Path) -> list:
+    """A JSON list of records, or JSON lines (both occur in RWKU's hub files)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else None
+    if text is None:
+        raise UserError(f"{path}: file not found.")
+    if text.lstrip().startswith("["):
+        data = read_json(path)
+    else:
+        data = read_jsonl(path)
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of records or JSON lines.")
+    return data
+
+
+def read_utility_folder(folder: str | Path, required: bool = False) -> UtilitySet:
+    """The utility sets in a folder with RWKU's file names (retain_mmlu.json, retain_bbh.json,
+    truthful.json, triviaqa.json, fluency.json); a missing file gives an empty set unless ``required``."""
+    folder = Path(folder)
+    sets = {}
+    for name, (filename, record) in UTILITY_FILES.items():
+        path = folder / filename
+        if not path.is_file():
+            if required:
+                raise UserError(f"{path}: file not found (a utility set in RWKU's format was expected).")
+            sets[name] = []
+            continue
+        sets[name] = [record.from_json(obj, f"{path}, record {i + 1}") for i, obj in enumerate(read_records(path))]
+    return UtilitySet(**sets)
+
+
+def packaged_utility() -> UtilitySet:
+    """The project's own small utility sets (``rwkuplus/data/utility``), written for RWKU+ in RWKU's formats."""
+    folder = resources.files("rwkuplus") / "data" / "utility"
+    with resources.as_file(folder) as path:
+        return read_utility_folder(path, required=True)
+
+
+def utility_fingerprint(utility: UtilitySet) -> str:
+    """A hash of the items (subjects ignored): targets with equal fingerprints share one utility evaluation."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for name in UTILITY_FILES:
+        for item in getattr(utility, name):
+            obj = {k: v for k, v in item.to_json().items() if k != "subject"}
+            h.update(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]

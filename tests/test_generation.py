@@ -1,0 +1,143 @@
+import pytest
+import torch
+
+from rwkuplus.evaluation.generation import (
+    GenerationStats,
+    finish_text,
+    generate,
+    newline_token_ids,
+    stop_token_ids,
+)
+from rwkuplus.evaluation.prompts import chat_prompt
+
+QUESTIONS = [
+    "Who is Alice?", "Where was Alice Smith born and in which year?", "x",
+    "Please complete the blank in the following question. Question: ___ Answer:", "The quick brown fox",
+    "abc", "Lyon painter 1970 The Silver Harbor", "I don't know", "a b c d e f", "Question: 1947",
+]
+
+
+def sharpen(model, seed=0, std=0.5):
+    """Random weights large enough that greedy decoding produces varied text (the default init emits newlines)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+@pytest.fixture()
+def sharp(tiny):
+    model, tokenizer = tiny
+    return sharpen(model), tokenizer
+
+
+@pytest.fixture()
+def prompts(tiny):
+    return [chat_prompt(tiny[1], q) for q in QUESTIONS]
+
+
+def test_finish_text_rule():
+    assert finish_text("\n Portland\nMaine", True) == "Portland"
+    assert finish_text("  Portland, Maine  ", True) == "Portland, Maine"
+    assert finish_text("\n\n  \n", True) == ""
+    assert finish_text("Portland \nMaine", True) == "Portland"
+    assert finish_text("\nPortland\nMaine\n", False) == "Portland\nMaine"
+
+
+@pytest.mark.parametrize("stop_at_newline,batch_size", [(True, 3), (False, 16)])
+def test_batched_equals_one_at_a_time(sharp, prompts, stop_at_newline, batch_size):
+    model, tokenizer = sharp
+    batched = generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=batch_size,
+                       stop_at_newline=stop_at_newline)
+    single = [generate(model, tokenizer, [p], max_new_tokens=16, batch_size=1, stop_at_newline=stop_at_newline)[0]
+              for p in prompts]
+    assert batched == single
+    assert len(set(batched)) > 5  # the outputs really differ from prompt to prompt
+
+
+def test_order_restored(sharp, prompts):
+    model, tokenizer = sharp
+    forward = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=4)
+    backward = generate(model, tokenizer, prompts[::-1], max_new_tokens=12, batch_size=4)
+    assert backward == forward[::-1]
+
+
+def test_newline_cuts_output_and_stops_generation(sharp, prompts):
+    model, tokenizer = sharp
+    whole, stats_whole = generate(model, tokenizer, prompts, max_new_tokens=20, stop_at_newline=False, return_stats=True)
+    cut, stats_cut = generate(model, tokenizer, prompts, max_new_tokens=20, stop_at_newline=True, return_stats=True)
+    with_newline = [i for i, w in enumerate(whole) if "\n" in w]
+    assert with_newline, "the sharpened tiny model should produce a newline somewhere"
+    for w, c in zip(whole, cut):
+        assert c == finish_text(w, True)
+        assert "\n" not in c
+    assert stats_cut.generated_tokens < stats_whole.generated_tokens
+
+
+def test_stops_at_end_of_turn_per_sequence(sharp, prompts):
+    model, tokenizer = sharp
+    whole = generate(model, tokenizer, prompts, max_new_tokens=16, stop_at_newline=False)
+    # Make a token the model often produces an end-of-turn token: each sequence must stop there on its own.
+    ids = tokenizer(whole[0], add_special_tokens=False).input_ids
+    stop = ids[1]
+    stop_text = tokenizer.decode([stop])
+    model.generation_config.eos_token_id = stop
+    assert stop in stop_token_ids(model, tokenizer)
+    outs, stats = generate(model, tokenizer, prompts, max_new_tokens=16, stop_at_newline=False, return_stats=True)
+    singles = [generate(model, tokenizer, [p], max_new_tokens=16, stop_at_newline=False)[0] for p in prompts]
+    assert outs == singles
+    stopped = [o for o, w in zip(outs, whole) if o != w]
+    assert stopped, "some sequence should have stopped early"
+    for o, w in zip(outs, whole):
+        assert w.startswith(o)
+    assert stats.generated_tokens < len(prompts) * 16
+    assert stop_text  # the stop token has text, which is removed from the output with the rest
+
+
+def test_stats_count_tokens(sharp, prompts):
+    model, tokenizer = sharp
+    outs, stats = generate(model, tokenizer, prompts, max_new_tokens=7, stop_at_newline=False, return_stats=True)
+    assert isinstance(stats, GenerationStats)
+    assert stats.prompts == len(prompts)
+    # Prompts are tokenised without special tokens: no second BOS.
+    assert stats.prompt_tokens == sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
+    assert 0 < stats.generated_tokens <= 7 * len(prompts)
+    assert stats.seconds > 0
+    total = stats + stats
+    assert total.generated_tokens == 2 * stats.generated_tokens
+
+
+def test_max_new_tokens_bounds_output(sharp, prompts):
+    model, tokenizer = sharp
+    short, stats = generate(model, tokenizer, prompts, max_new_tokens=3, stop_at_newline=False, return_stats=True)
+    longer = generate(model, tokenizer, prompts, max_new_tokens=10, stop_at_newline=False)
+    assert stats.generated_tokens == 3 * len(prompts)  # nothing stops this model early
+    for s, lo in zip(short, longer):
+        assert lo.startswith(s.rstrip("\ufffd").strip())  # a cut multi-byte character decodes as U+FFFD
+        assert len(s) < len(lo)
+
+
+def test_sampling_is_seeded(sharp, prompts):
+    model, tokenizer = sharp
+    a = generate(model, tokenizer, prompts, max_new_tokens=10, do_sample=True, temperature=1.0, seed=1)
+    b = generate(model, tokenizer, prompts, max_new_tokens=10, do_sample=True, temperature=1.0, seed=1)
+    c = generate(model, tokenizer, prompts, max_new_tokens=10, do_sample=True, temperature=1.0, seed=2)
+    greedy = generate(model, tokenizer, prompts, max_new_tokens=10)
+    assert a == b
+    assert a != c
+    assert a != greedy
+    state = torch.random.get_rng_state()
+    generate(model, tokenizer, prompts[:2], max_new_tokens=4, do_sample=True, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left alone
+
+
+def test_empty_and_newline_tokens(tiny):
+    model, tokenizer = tiny
+    assert generate(model, tokenizer, []) == []
+    nl = newline_token_ids(tokenizer)
+    assert tokenizer.encode("\n", add_special_tokens=False)[0] in nl
+    assert tokenizer.encode("a", add_special_tokens=False)[0] not in nl
+    # The untrained tiny model only emits newlines: cut at the first newline after leading whitespace -> "".
+    assert generate(model, tokenizer, [chat_prompt(tokenizer, "hi")], max_new_tokens=5) == [""]
