@@ -22,7 +22,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec: {DEFAULT_MODEL}, a folder or a hub id")
     parser.add_argument("--adapter", help="a saved LoRA adapter folder to apply to the model")
     parser.add_argument("--benchmark", default="world", help="world, world:SEED, rwku:DIR or DIR (default: world)")
-    parser.add_argument("--targets", nargs="+", metavar="NAME", help="evaluate only these targets (default: all)")
+    parser.add_argument("--targets", metavar="SELECTION",
+                        help="targets to evaluate: indices and ranges such as 1-10 or 1,3,5, or names separated "
+                             "by ';' (default: all)")
     parser.add_argument("--icu", action="store_true",
                         help="in-context unlearning: put RWKU's unlearning instruction naming the target before every prompt")
     parser.add_argument("--parts", default="forget,neighbor,mia,utility",
@@ -41,6 +43,21 @@ def _load_benchmark(spec: str, targets):
     from ..benchmark.rwku import load_benchmark
 
     return load_benchmark(spec, targets=targets)
+
+
+def _adapter_fingerprint(adapter: str | None) -> str | None:
+    """Names, sizes and modification times of an adapter folder's files (a changed adapter is another model)."""
+    import hashlib
+    from pathlib import Path
+
+    if adapter is None:
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(adapter).glob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def _positive(value: int | None, option: str) -> None:
@@ -67,8 +84,9 @@ def run(args) -> int:
     settings.utility.batch_size = args.batch_size
     model, tokenizer, spec = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
     model_info = {"spec": spec.spec, "path": spec.path, "fingerprint": spec.fingerprint, "adapter": args.adapter,
-                  "dtype": str(next(model.parameters()).dtype)}
-    result = evaluate_model(model, tokenizer, benchmark, args.out, targets=args.targets, icu=args.icu, parts=parts,
+                  "adapter_fingerprint": _adapter_fingerprint(args.adapter), "dtype": str(next(model.parameters()).dtype)}
+    # The loader has already selected the targets.
+    result = evaluate_model(model, tokenizer, benchmark, args.out, icu=args.icu, parts=parts,
                             settings=settings, model_info=model_info, progress=sys.stderr.isatty())
     label = spec.spec + (" + adapter" if args.adapter else "") + (" (ICU)" if args.icu else "")
     print(format_table({label: result["rwku"]}))

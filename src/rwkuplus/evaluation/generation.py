@@ -3,10 +3,13 @@
 ``generate(model, tokenizer, prompts, ...)`` returns one output string per prompt:
 
 - Prompts are tokenised with ``add_special_tokens=False`` (they carry the chat template already, so
-  no second BOS), left-padded, and generated with the KV cache (``model.generate``), greedy unless
-  ``do_sample``. Prompts are sorted by token length (longest first) so that each batch holds
-  prompts of similar length, and the outputs are put back in the caller's order. Batched output is
-  identical to one-prompt-at-a-time output (tests check it on the tiny model).
+  no second BOS) and generated with the KV cache (``model.generate``), greedy unless ``do_sample``.
+  Prompts are sorted by their tokens, so that prompts sharing a prefix (few-shot examples, a task
+  description) share a batch; the prefix a whole batch shares is run through the model once and its
+  cache reused by every row (``PrefixCaches``); the rest of each prompt is left-padded after it,
+  with positions following the attention mask. Outputs come back in the caller's order. Batched
+  output equals one-prompt-at-a-time output (tests check it on the tiny model; with real models
+  float rounding can in principle flip a near-tie between two tokens).
 - A sequence stops at an end-of-turn token (the tokenizer's eos, ``<|im_end|>``, ``<|eot_id|>``,
   ``<|endoftext|>`` where they exist, and the model's generation-config eos) or after
   ``max_new_tokens`` new tokens.
@@ -23,9 +26,12 @@ Token counts (prompt tokens, generated tokens up to and including the stop) are 
 
 from __future__ import annotations
 
+import copy
+import inspect
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 
@@ -125,6 +131,76 @@ class _NewlineStop:
         return done
 
 
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix that all ``rows`` share."""
+    if not rows:
+        return 0
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        t = first[i]
+        if any(r[i] != t for r in rows):
+            return i
+    return n
+
+
+def cache_argument(model) -> str:
+    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older): the name the model's forward takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", base)
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+class PrefixCaches:
+    """KV caches (batch 1) of token prefixes already run through the model.
+
+    A prefix shared by many prompts (the system prompt, few-shot examples, a primer) is computed
+    once; a longer prefix extends the longest stored one it starts with. ``expanded(ids, n)`` gives a
+    fresh copy repeated for a batch of ``n`` rows (the model appends to the cache it is given).
+    """
+
+    def __init__(self, model, size: int = 8):
+        self.model = model
+        self.size = size
+        self.device = next(model.parameters()).device
+        self.arg = cache_argument(model)
+        self.store: list[tuple[tuple[int, ...], object]] = []
+
+    def get(self, ids: Sequence[int]):
+        ids = tuple(ids)
+        if not ids:
+            return None
+        best_len, best = 0, None
+        for key, cache in self.store:
+            if len(key) <= len(ids) and len(key) > best_len and ids[: len(key)] == key:
+                best_len, best = len(key), cache
+        if best_len == len(ids):
+            return best
+        x = torch.tensor([list(ids[best_len:])], dtype=torch.long, device=self.device)
+        pos = torch.arange(best_len, len(ids), device=self.device).unsqueeze(0)
+        kwargs = {self.arg: copy.deepcopy(best)} if best is not None else {}
+        out = self.model(input_ids=x, position_ids=pos, use_cache=True, logits_to_keep=1, **kwargs)
+        cache = getattr(out, "cache", None)
+        cache = cache if cache is not None else out.past_key_values
+        self.store.append((ids, cache))
+        if len(self.store) > self.size:
+            self.store.pop(0)
+        return cache
+
+    def expanded(self, ids: Sequence[int], rows: int):
+        cache = self.get(ids)
+        if cache is None:
+            return None
+        cache = copy.deepcopy(cache)
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        return cache
+
+
+# Shorter shared prefixes are not worth a separate pass.
+MIN_SHARED_PREFIX = 8
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -151,7 +227,8 @@ def generate(
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    # Token order puts prompts that share a prefix (few-shot text) side by side.
+    order = sorted(range(len(prompts)), key=lambda i: encoded[i])
     stops = stop_token_ids(model, tokenizer)
     stop_set = set(stops)
     newline_ids = newline_token_ids(tokenizer) if stop_at_newline else frozenset()
@@ -161,6 +238,7 @@ def generate(
         **({"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}),
     )
     device = next(model.parameters()).device
+    caches = PrefixCaches(model)
     was_training = model.training
     model.eval()
     bar = progress_bar(len(prompts), progress)
@@ -170,19 +248,30 @@ def generate(
                 torch.manual_seed(seed)
             for b in range(0, len(order), batch_size):
                 rows = order[b : b + batch_size]
-                width = max(len(encoded[i]) for i in rows)
-                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    n = len(encoded[i])
-                    input_ids[r, width - n :] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[r, width - n :] = 1
-                criteria = StoppingCriteriaList([_NewlineStop(tokenizer, width, newline_ids)]) if stop_at_newline else None
+                seqs = [encoded[i] for i in rows]
+                # The batch's shared prefix runs once; each prompt keeps at least its last token.
+                shared = min(common_prefix_length(seqs), min(len(x) for x in seqs) - 1)
+                shared = shared if shared >= MIN_SHARED_PREFIX else 0
+                width = max(len(x) - shared for x in seqs)
+                input_ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+                for r, x in enumerate(seqs):
+                    # [shared prefix][padding][rest of the prompt]: positions follow the mask.
+                    input_ids[r, :shared] = torch.tensor(x[:shared], dtype=torch.long)
+                    mask[r, :shared] = 1
+                    rest = x[shared:]
+                    input_ids[r, shared + width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+                    mask[r, shared + width - len(rest) :] = 1
+                full = shared + width
+                kwargs = {}
+                if shared:
+                    kwargs[caches.arg] = caches.expanded(seqs[0][:shared], len(rows))
+                criteria = StoppingCriteriaList([_NewlineStop(tokenizer, full, newline_ids)]) if stop_at_newline else None
                 out = model.generate(
                     input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                    stopping_criteria=criteria,
+                    stopping_criteria=criteria, **kwargs,
                 )
-                new = out[:, width:].tolist()
+                new = out[:, full:].tolist()
                 for r, i in enumerate(rows):
                     kept, text = _cut(tokenizer, new[r], stop_set, newline_ids, stop_at_newline)
                     outputs[i] = text

@@ -46,8 +46,6 @@ metrics cheap; results equal scoring each row alone up to float rounding.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 import re
 import string
@@ -71,7 +69,7 @@ from ..benchmark.records import (
 from ..errors import UserError
 from ..fileio import read_json, read_jsonl
 from ..sequences import encode_examples, token_logprobs
-from .generation import GenerationStats, generate, progress_bar
+from .generation import MIN_SHARED_PREFIX, GenerationStats, PrefixCaches, common_prefix_length, generate, progress_bar
 from .prompts import chat_prompt, icu_prefix
 
 LETTERS = "ABCDEFGHIJ"
@@ -266,55 +264,20 @@ def fluency_prompt(tokenizer, item: FluencyItem, icu_target: str | None = None) 
 # ---------------------------------------------------------------------------------------------
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    if not rows:
-        return 0
-    first = rows[0]
-    n = min(len(r) for r in rows)
-    for i in range(n):
-        t = first[i]
-        if any(r[i] != t for r in rows):
-            return i
-    return n
-
-
-def _cache_argument(model) -> str:
-    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older), whichever the model's forward takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(base, "model", base)
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
-
-
-def _returned_cache(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
-
-
 class _PrefixRunner:
-    """Runs rows of token ids through the model, computing a shared prefix's KV cache only once."""
+    """Runs rows of token ids through the model after a shared prefix whose KV cache is computed once."""
 
     def __init__(self, model, pad_id: int):
         self.model = model
         self.pad = pad_id
         self.device = next(model.parameters()).device
-        self.cache_arg = _cache_argument(model)
+        self.caches = PrefixCaches(model)
 
-    def prefix_cache(self, ids: Sequence[int], base=None, base_len: int = 0):
-        """The KV cache of ``ids`` (batch 1), extending ``base`` (the cache of ``ids[:base_len]``)."""
-        if len(ids) == base_len:
-            return base
-        cache = copy.deepcopy(base) if base is not None else None
-        x = torch.tensor([list(ids[base_len:])], dtype=torch.long, device=self.device)
-        pos = torch.arange(base_len, len(ids), device=self.device).unsqueeze(0)
-        kwargs = {self.cache_arg: cache} if cache is not None else {}
-        out = self.model(input_ids=x, position_ids=pos, use_cache=True, logits_to_keep=1, **kwargs)
-        return _returned_cache(out)
+    def forward(self, rows: Sequence[Sequence[int]], prefix_len: int, keep: int) -> torch.Tensor:
+        """Logits of the last ``keep`` positions of each row's remainder (after its first ``prefix_len`` tokens).
 
-    def forward(self, rows: Sequence[Sequence[int]], prefix_len: int, cache, keep: int) -> torch.Tensor:
-        """Logits of the last ``keep`` positions of each row's remainder (after ``prefix_len`` tokens).
-
-        Remainders are left-padded, so the kept positions are each row's last ``keep`` tokens
-        (pads, masked out, where a remainder is shorter).
+        Remainders are left-padded after the prefix, so the kept positions are each row's last ``keep``
+        tokens (masked pads where a remainder is shorter); positions follow the attention mask.
         """
         rest = [list(r[prefix_len:]) for r in rows]
         width = max(len(r) for r in rest)
@@ -325,13 +288,11 @@ class _PrefixRunner:
             mask[i, width - len(r):] = 1
         pos = (prefix_len + mask.cumsum(-1) - 1).clamp(min=prefix_len)
         kwargs = {}
-        if cache is not None:
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(rows))
-            kwargs[self.cache_arg] = batch_cache
+        if prefix_len > 0:
+            kwargs[self.caches.arg] = self.caches.expanded(rows[0][:prefix_len], len(rows))
             mask = torch.cat([torch.ones((len(rows), prefix_len), dtype=torch.long), mask], dim=1)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), use_cache=cache is not None, logits_to_keep=keep, **kwargs)
+                         position_ids=pos.to(self.device), use_cache=prefix_len > 0, logits_to_keep=keep, **kwargs)
         return out.logits
 
 
@@ -347,7 +308,7 @@ def _plan(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int,
     current_p = 0
     for i in order:
         trial = current + [i]
-        p = min(_common_prefix([rows[j] for j in trial]), min(limits[j] for j in trial))
+        p = min(common_prefix_length([rows[j] for j in trial]), min(limits[j] for j in trial))
         width = max(len(rows[j]) - p for j in trial)
         if current and (len(trial) > batch_size or len(trial) * width > max_batch_tokens):
             batches.append((current, current_p))
@@ -358,48 +319,21 @@ def _plan(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int,
     return batches
 
 
-class _PrefixCaches:
-    """KV caches of prefixes already computed; a new prefix extends the longest stored one it starts with."""
-
-    def __init__(self, runner: _PrefixRunner, size: int = 8):
-        self.runner = runner
-        self.size = size
-        self.store: list[tuple[tuple[int, ...], object]] = []
-
-    def get(self, ids: Sequence[int]):
-        ids = tuple(ids)
-        if not ids:
-            return None
-        best_len, best = 0, None
-        for key, cache in self.store:
-            if len(key) <= len(ids) and ids[: len(key)] == key and len(key) > best_len:
-                best_len, best = len(key), cache
-        if best_len == len(ids):
-            return best
-        cache = self.runner.prefix_cache(ids, best, best_len)
-        self.store.append((ids, cache))
-        if len(self.store) > self.size:
-            self.store.pop(0)
-        return cache
-
-
 def _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tokens, progress):
     """Yield ``(batch indices, prefix length, logits of the last keep(batch) positions)`` for all rows."""
     runner = _PrefixRunner(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    caches = _PrefixCaches(runner)
     planned = _plan(rows, limits, batch_size, max_batch_tokens)
     # The prefix every row shares (system prompt, few-shot text) is computed first and reused by all.
-    shared = min(_common_prefix(rows), min(limits))
-    if shared > 0:
-        caches.get(rows[0][:shared])
+    shared = min(common_prefix_length(rows), min(limits))
+    if shared >= MIN_SHARED_PREFIX:
+        runner.caches.get(rows[0][:shared])
     was_training = model.training
     model.eval()
     bar = progress_bar(len(rows), progress)
     try:
         for batch, p in planned:
-            cache = caches.get(rows[batch[0]][:p])
-            k = keep(batch)
-            yield batch, p, runner.forward([rows[i] for i in batch], p, cache, k)
+            p = p if p >= MIN_SHARED_PREFIX else 0
+            yield batch, p, runner.forward([rows[i] for i in batch], p, keep(batch))
             bar.update(len(batch))
     finally:
         bar.close()
