@@ -136,12 +136,10 @@ class Suite:
             write_json(self.out / "run.json", {"benchmark": self.benchmark.source, "model": model_spec,
                                                "model_info": model_info, "units": [u.id for u in units],
                                                "seconds_this_call": time.perf_counter() - started})
-            from .report.html import write_report
-            from .report.summary import write_summary
+            from .report import rebuild
 
-            summary = write_summary(self.out)
-            write_report(self.out)
-            return summary
+            rebuild(self.out, html=True)
+            return read_json(self.out / "summary.json")
         finally:
             logging.getLogger("rwkuplus").removeHandler(handler)
             handler.close()
@@ -268,14 +266,14 @@ class Suite:
         settings = settings.replace(**overrides, seed=unit.seed, checkpoint_steps=tuple(self.config.checkpoints))
         corpora = build_corpora(method, self.benchmark, list(unit.targets), self.tokenizer)
         trajectory, diagnostics = [], []
-        probe_examples = corpora.get("counterfactual", [])[:16] if unit.method == "cft-sft" else []
+        probe = self._conflict_examples(unit) if self.config.diagnostics and unit.method == "cft-sft" else None
 
         def on_checkpoint(step: int, model) -> None:
             if bar is not None:
                 bar.set_postfix_str(f"{unit.label} / {unit.targets[0][:20]} / checkpoint {step}")
             trajectory.append({"step": step, **self._checkpoint_metrics(model, unit, before)})
-            if self.config.diagnostics and probe_examples:
-                diagnostics.append({"step": step, **self._conflict(model, probe_examples)})
+            if probe is not None:
+                diagnostics.append({"step": step, **self._conflict(model, *probe)})
 
         def on_step(row: dict) -> None:
             if bar is not None:
@@ -287,10 +285,31 @@ class Suite:
         info = {**result.to_json(), "settings": settings.to_json(), "method": method.describe()}
         return result.model, info, trajectory, diagnostics, result.cost
 
-    def _conflict(self, model, examples) -> dict:
+    def _conflict_examples(self, unit: Unit):
+        """The CFT unit's counterfactual items to probe at every checkpoint, labelled by attribute (world)."""
+        from .diagnostics.runner import attribute_items
+
+        target = self.benchmark.target(unit.targets[0])
+        if (self.benchmark.source or {}).get("kind") == "world":
+            return attribute_items(self.benchmark, target, "counterfactual", unit.corpus or "conflicting",
+                                   self.tokenizer, _DIAGNOSTIC_EXAMPLES)
+        from .benchmark.records import TrainExample
+
+        texts = target.counterfactual_corpora.get(unit.corpus or "conflicting", [])[:_DIAGNOSTIC_EXAMPLES]
+        return [TrainExample("", t.text, t.subject) for t in texts], None
+
+    def _conflict(self, model, examples, labels) -> dict:
+        """Conflict measures of the probe examples now, flattened for the report (see report/summary.py)."""
         from .diagnostics.runner import conflict_probe
 
-        return conflict_probe(model, self.tokenizer, examples, params=_DIAGNOSTIC_PARAMS)
+        r = conflict_probe(model, self.tokenizer, examples, params="auto", groups=labels, with_matrix=True)
+        m = r["measures"]["overall"]
+        same = m.get("same_label_pairs") or {}
+        return {"conflict_ratio": m["all_pairs"]["conflict_ratio"], "mean_cosine": m["all_pairs"]["mean_cosine"],
+                "mean_negative_cosine": m["all_pairs"].get("mean_negative_cosine"),
+                "cancellation_ratio": m["cancellation_ratio"], "coherence": m["coherence"],
+                "same_attribute": {k: same.get(k) for k in ("conflict_ratio", "mean_cosine", "mean_negative_cosine")},
+                "cosine_matrix": r.get("cosine"), "labels": labels, "parameters": r.get("parameters")}
 
     def _checkpoint_metrics(self, model, unit: Unit, before: list[dict]) -> dict:
         """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen, Tru)."""
@@ -390,7 +409,7 @@ class Suite:
             print(message, flush=True)
 
 
-_DIAGNOSTIC_PARAMS = "layers:20-29"
+_DIAGNOSTIC_EXAMPLES = 20  # counterfactual items probed per checkpoint (4 per attribute on the default world)
 
 
 def _targets(spec):
