@@ -14,12 +14,14 @@ pass the same --json FILE so the numbers merge into one table):
 - ``check``: engine vs the plain loop (gradients kept) on ``layers:20-29:mlp.down_proj`` (8.8M
   parameters): max abs difference of the cosines, and both times and memories.
 - ``projected``: the engine with ``--project`` (default 1024) over all parameters; cosine error
-  against the exact Gram of the ``exact`` section when it ran in the same process.
+  against the exact Gram of the ``exact`` section (same process, or saved in --json by an earlier run
+  with the same --n and --max-length).
 - ``lora``: a LoRA model (rank 8, q_proj and v_proj): its training step, the engine and the loop on
   the LoRA parameters only, and their cosine difference.
 
 Memory: peak resident memory (RSS, sampled every 5 ms by ``rwkuplus.costs.ResourceMeter``) minus the
-RSS at the start of the measured call; no tracemalloc (it would slow the run and miss torch's
+RSS at the start of the measured call, after ``malloc_trim`` has handed freed heap pages back to the
+OS (so an earlier section's freed memory does not hide this one's); no tracemalloc (it would slow the run and miss torch's
 allocator). On a GPU the CUDA peak allocation is reported as well.
 
 Examples: the first n counterfactual (conflicting) texts of the world's targets, what CFT-SFT trains
@@ -60,9 +62,22 @@ def examples(n: int):
     return [TrainExample("", t) for t in texts[:n]], source
 
 
+def _release_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them), so RSS deltas start from a fair base."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def measure(fn):
     from rwkuplus.costs import ResourceMeter, current_rss_bytes
 
+    _release_freed_memory()
     base = current_rss_bytes() or 0
     with ResourceMeter(interval=0.005) as meter:
         value = fn()
@@ -138,6 +153,9 @@ def main(argv=None) -> int:
               + "".join(f"   {k} {v}" for k, v in extra.items()), flush=True)
 
     exact_all = None
+    saved = results.get("exact_all_gram")
+    if saved and saved["n"] == args.n and saved["max_length"] == args.max_length:
+        exact_all = torch.tensor(saved["gram"], dtype=torch.float64)  # from an earlier run of 'exact'
     if "step" in sections:
         params = [p for p in model.parameters()]
         step = train_step(model, encode_examples(tokenizer, exs[:1], 8), params)
@@ -153,6 +171,7 @@ def main(argv=None) -> int:
         gradient_gram(model, encode_examples(tokenizer, exs[:2], 8), "all")  # warm-up
         gram, s, m, g = measure(lambda: gradient_gram(model, batch, "all"))
         exact_all = gram.gram
+        results["exact_all_gram"] = {"n": args.n, "max_length": args.max_length, "gram": exact_all.tolist()}
         record("engine_exact_all", s, m, g, strategies=_count(gram.strategies))
         params = [p for p in model.parameters()]
         _, s, m, g = measure(loop_time_only(model, batch, params))

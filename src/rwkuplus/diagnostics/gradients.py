@@ -22,8 +22,10 @@ module that owns a selected parameter, its input and the gradient of the loss w.
 - A parameter used in several places (tied ``lm_head``/``embed_tokens``) gets the gradient of the
   sum of its uses: cross terms between the uses are included (the ``lm_head`` use is reduced to
   what the embedding use needs as soon as it arrives).
-The backward asks autograd only for the gradient w.r.t. the input embeddings (made a leaf), so no
-weight gradient is computed and ``.grad`` is never touched; the model is put in eval mode (no
+The backward asks autograd only for the gradient w.r.t. a leaf: the input embeddings, or, when every
+selected parameter lies in transformer blocks, the hidden states entering the first such block (the
+blocks before it are then run without a graph). No weight gradient is computed or even prepared
+(``requires_grad`` is switched off during the pass and restored) and ``.grad`` is never touched; the model is put in eval mode (no
 dropout) and restored. Each part of the Gram is computed while the backward runs and the captured
 tensors are dropped right after, so the extra memory is one layer's worth plus the n x n matrices.
 
@@ -58,7 +60,7 @@ import torch
 from torch import nn
 
 from ..sequences import sequence_logprobs
-from .params import ParameterSet, select_parameters
+from .params import ParameterSet, layer_index, select_parameters
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
@@ -203,12 +205,27 @@ class _Engine:
         self.group_numel = [0] * len(self.groups)
         for st, p in zip(self.states, pset.params):
             self.group_numel[st.group] += p.numel()
+        self.start_block = self._find_start_block()
         self._offsets: dict[int, int] = {}
         if project:
             offs = [0] * len(self.groups)
             for k, (st, p) in enumerate(zip(self.states, pset.params)):
                 self._offsets[k] = offs[st.group]
                 offs[st.group] += p.numel()
+
+    def _find_start_block(self) -> nn.Module | None:
+        """The first transformer block holding a selected parameter, when all of them are in blocks.
+
+        The backward then starts there instead of at the input embeddings (it skips the earlier blocks).
+        """
+        indices = [layer_index(n) for n in self.pset.names]
+        if not indices or any(i is None for i in indices):
+            return None
+        suffix = f"layers.{min(indices)}"
+        for name, module in self.model.named_modules():
+            if name == suffix or name.endswith("." + suffix):
+                return module
+        return None
 
     # -- which module owns which selected parameter --------------------------------------------
     def _find_owners(self) -> dict[nn.Module, tuple[str, list[tuple[int, str]]]]:
@@ -259,10 +276,17 @@ class _Engine:
         self.choice: dict[int, str] = {}
         self.leaves: list[tuple[torch.Tensor, _Use | None]] = []
         self._context: tuple[torch.Tensor, torch.Tensor] | None = None
-        embed = self.model.get_input_embeddings()
-        handles = [embed.register_forward_hook(self._embedding_leaf)]
+        if self.start_block is None:
+            handles = [self.model.get_input_embeddings().register_forward_hook(self._embedding_leaf)]
+        else:
+            handles = [self.start_block.register_forward_pre_hook(self._block_leaf, with_kwargs=True)]
         for module in self._owners:
             handles.append(module.register_forward_hook(self._forward_hook, with_kwargs=True))
+        # No weight needs a gradient (the leaf carries the graph): autograd then saves no input for a
+        # weight gradient and builds nothing before the leaf.
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        for p, _ in flags:
+            p.requires_grad_(False)
         try:
             total = None
             for part, rows, items in parts:
@@ -284,13 +308,34 @@ class _Engine:
             for (leaf, use), g in zip(self.leaves, grads):
                 if use is not None:
                     self._arrive(use, g if g is not None else torch.zeros_like(leaf))
+            lost = [u for u in self.uses if u.index not in self.arrived]
+            if lost:
+                raise RuntimeError(f"gradient diagnostics: no gradient reached {type(lost[0].module).__name__} "
+                                   f"(use {lost[0].index}); its output does not depend on the leaf.")
         finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
             for h in handles:
                 h.remove()
             self.uses, self.leaves = [], []
             for st in self.states:
                 st.stored = []
         return self.vectors if self.project else self.grams
+
+    def _block_leaf(self, module, args, kwargs):
+        """Forward pre-hook of the first selected block: its hidden-state input becomes the leaf."""
+        if self._context is None or not torch.is_grad_enabled():
+            return None
+        if args:
+            leaf = args[0].detach().requires_grad_(True)
+            args = (leaf,) + tuple(args[1:])
+        elif "hidden_states" in kwargs:
+            leaf = kwargs["hidden_states"].detach().requires_grad_(True)
+            kwargs = {**kwargs, "hidden_states": leaf}
+        else:
+            raise RuntimeError("gradient diagnostics: cannot find the hidden states a transformer block receives.")
+        self.leaves.append((leaf, None))
+        return args, kwargs
 
     def _embedding_leaf(self, module, args, output):
         if self._context is None or not torch.is_grad_enabled():
