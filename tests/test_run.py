@@ -18,7 +18,7 @@ def _tiny_config(tmp_path: Path, model_dir: Path, methods=("before", "ga", "cft-
     config = {
         "model": str(model_dir), "targets": "1", "methods": list(methods), "checkpoints": [0, 2],
         "train": {"all": {"max_steps": 2, "batch_size": 2, "max_length": 64}},
-        "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination"], "utility_items": 4},
+        "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination"], "utility_items": 4, "hallucination_items": 4},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -20,7 +20,9 @@ Keys (all optional):
 ``train``       per-method overrides of the training settings, e.g. ``{ga: {lr: 2e-5, max_steps: 20}}``;
                 the key ``all`` applies to every method.
 ``eval``        evaluation options: ``batch_size``, ``parts`` (forget, neighbor, mia, utility,
-                hallucination), ``utility_items`` (cap per utility set; null = all).
+                hallucination), ``utility_items`` (cap per utility set; null = all),
+                ``hallucination_items`` (cap per kind of hallucination question, answerable and
+                nonexistent, spread evenly over the list; null = all).
 ``preset``      training preset (``default`` or ``rwku-llama3``).
 """
 
@@ -56,7 +58,7 @@ class RunConfig:
     diagnostics: bool = True
     train: dict[str, dict] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "parts": list(EVAL_PARTS),
-                                                         "utility_items": 50})
+                                                         "utility_items": 50, "hallucination_items": 60})
     preset: str = "default"
 
     # --------------------------------------------------------------------------------- loading
@@ -146,11 +148,11 @@ class RunConfig:
             elif k == "batch_size":
                 if not _is_int(v) or v < 1:
                     fail("eval.batch_size", "a positive integer", v)
-            elif k == "utility_items":
+            elif k in ("utility_items", "hallucination_items"):
                 if v is not None and (not _is_int(v) or v < 1):
-                    fail("eval.utility_items", "a positive integer or null", v)
+                    fail(f"eval.{k}", "a positive integer or null", v)
             else:
-                fail("eval", "a mapping with keys batch_size, parts, utility_items", k)
+                fail("eval", "a mapping with keys batch_size, parts, utility_items, hallucination_items", k)
         if self.preset not in ("default", "rwku-llama3"):
             fail("preset", "'default' or 'rwku-llama3'", self.preset)
         return self
@@ -171,4 +173,4 @@ def quick_config() -> RunConfig:
     return RunConfig(targets="1", methods=list(QUICK_METHODS), checkpoints=[0, 8],
                      train={"all": {"max_steps": 8}},
                      eval={"batch_size": 16, "parts": ["forget", "neighbor", "mia", "hallucination"],
-                           "utility_items": 20})
+                           "utility_items": 20, "hallucination_items": 30})

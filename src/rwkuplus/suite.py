@@ -174,6 +174,7 @@ class Suite:
             else:
                 model_spec = config.model
         _cap_utility(benchmark, config.eval.get("utility_items"))
+        _cap_hallucination(benchmark, config.eval.get("hallucination_items"))
         resolved = resolve_model(model_spec)
         return benchmark, model_spec, {"spec": model_spec, "fingerprint": resolved.fingerprint}
 
@@ -434,6 +435,18 @@ def _mean_metrics(rows: list[dict]) -> dict:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
         out[k] = sum(vals) / len(vals) if vals else None
     return out
+
+
+def _cap_hallucination(benchmark, n: int | None) -> None:
+    """Keep ``n`` questions of each kind (``eval.hallucination_items``), evenly spaced over the list."""
+    if not n:
+        return
+    kept = []
+    for kind in ("answerable", "nonexistent"):
+        items = [p for p in benchmark.hallucination_probes if p.kind == kind]
+        step = max(1, len(items) / n) if len(items) > n else 1
+        kept += [items[int(i * step)] for i in range(min(n, len(items)))]
+    benchmark.hallucination_probes = kept
 
 
 def _cap_utility(benchmark, n: int | None) -> None:
