@@ -195,3 +195,38 @@ def test_parameter_specs_and_their_errors(tiny_model_dir):
         p.requires_grad_(False)
     with pytest.raises(UserError, match="trainable"):
         select_parameters(model, "trainable")
+
+
+def test_small_module_gradients_fast_path_and_vmap_fallback():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from rwkuplus.diagnostics.gradients import _elementwise_affine_grads, _vmap_grads
+
+    class Squared(torch.nn.Module):  # not affine in its weight: the fast path must refuse it
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.linspace(0.5, 1.5, 6))
+
+        def forward(self, x):
+            return x * self.weight ** 2
+
+    g = torch.Generator().manual_seed(0)
+    x, delta = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g)
+    for module, fast in ((LlamaRMSNorm(6), True), (torch.nn.LayerNorm(6), True), (Squared(), False)):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+        params = {n: p.detach() for n, p in module.named_parameters()}
+        expected = {n: [] for n in params}
+        for r in range(3):  # one backward per row
+            grads = torch.autograd.grad((module(x[r:r + 1]) * delta[r:r + 1]).sum(), list(module.parameters()))
+            for n, gr in zip(params, grads):
+                expected[n].append(gr)
+        got_vmap = _vmap_grads(module, params, x, delta)
+        got_fast = _elementwise_affine_grads(module, params, x, delta)
+        assert (got_fast is not None) == fast
+        for n in params:
+            want = torch.stack(expected[n])
+            assert torch.allclose(got_vmap[n], want, atol=1e-5)
+            if fast:
+                assert torch.allclose(got_fast[n], want, atol=1e-5)

@@ -17,8 +17,10 @@ module that owns a selected parameter, its input and the gradient of the loss w.
 - ``Embedding``: G_i = sum_t onehot(x_it) delta_it^T, so the first kernel is [x_it == x_js]
   (tokens equal to the embedding's ``padding_idx`` carry no gradient, as in ``nn.Embedding``).
 - Anything else that owns a selected parameter (RMSNorm/LayerNorm scales, ...): its per-example
-  gradients are computed exactly with ``torch.func.vmap`` over the vector-Jacobian product of the
-  module at the captured input and output gradient (these parameters are small).
+  gradients are materialised (these parameters are small). A 1-D parameter that scales or shifts
+  the output elementwise (checked on the batch) gets sum_t delta_t * (f(w=1) - f(w=0))_t from two
+  batched calls; anything else the exact ``torch.func.vmap`` of the module's vector-Jacobian product
+  at the captured input and output gradient.
 - A parameter used in several places (tied ``lm_head``/``embed_tokens``) gets the gradient of the
   sum of its uses: cross terms between the uses are included (the ``lm_head`` use is reduced to
   what the embedding use needs as soon as it arrives).
@@ -391,23 +393,28 @@ class _Engine:
 
     def _representations(self, use: _Use, delta: torch.Tensor) -> list[tuple[int, object]]:
         mask = use.mask
-        tok_items = use.items[:, None].expand_as(mask)[mask]
         out: list[tuple[int, object]] = []
         if use.kind == "generic":
             for k, X in self._generic_grads(use, delta):
                 out.append((k, X))
             return out
-        D = delta[mask].float()
+        full = bool(mask.all())  # no padding: flatten as a view instead of copying through the mask
+        tok_items = use.items[:, None].expand_as(mask).reshape(-1) if full else use.items[:, None].expand_as(mask)[mask]
+
+        def tokens(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(-1, *t.shape[2:]) if full else t[mask]
+
+        D = tokens(delta).float()
         for k, role in use.keys:
             shape = self.states[k].shape
             if use.kind == "embedding":
-                ids = use.x[mask]
+                ids = tokens(use.x)
                 pad = getattr(use.module, "padding_idx", None)
                 if pad is not None:  # nn.Embedding never updates its padding row
                     D = D * (ids != pad)[:, None]
                 f = _Factor(tok_items, D, int(shape[0]), ids=ids, use=use.index)
             elif role == "weight":
-                f = _Factor(tok_items, use.x[mask].float(), int(shape[0]), L=D, use=use.index)
+                f = _Factor(tok_items, tokens(use.x).float(), int(shape[0]), L=D, use=use.index)
             else:  # bias: a = 1
                 f = _Factor(tok_items, torch.ones(D.shape[0], 1, device=D.device), int(shape[0]), L=D,
                             use=use.index)
@@ -415,22 +422,15 @@ class _Engine:
         return out
 
     def _generic_grads(self, use: _Use, delta: torch.Tensor):
-        from torch.func import functional_call, vjp, vmap
-
         module = use.module
-        names = [role for _, role in use.keys]
         params = {role: self.pset.params[k].detach() for k, role in use.keys}
-        x = use.x
-
-        def per_row(x_r, d_r):
-            _, pull = vjp(lambda p: functional_call(module, p, (x_r[None],)), params)
-            return pull(d_r[None])[0]
-
-        grads = vmap(per_row)(x, delta)
-        for (k, role), name in zip(use.keys, names):
-            g = grads[name].reshape(x.shape[0], -1).float()
+        grads = _elementwise_affine_grads(module, params, use.x, delta)
+        if grads is None:
+            grads = _vmap_grads(module, params, use.x, delta)
+        present = torch.unique(use.items)
+        for k, role in use.keys:
+            g = grads[role].reshape(use.x.shape[0], -1).float()
             X = torch.zeros(self.m, g.shape[1], device=g.device).index_add_(0, use.items, g)
-            present = torch.unique(use.items)
             yield k, _Dense(present, X[present])
 
     # -- choosing and evaluating inner products ---------------------------------------------------
@@ -504,6 +504,46 @@ class _Engine:
         if k not in self._sketches:
             self._sketches[k] = _Sketch(dims, self.project, self.seed, self.states[k].name, self.device)
         return self._sketches[k]
+
+
+def _vmap_grads(module, params: dict, x: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-row gradients of <module(x_r), delta_r> w.r.t. ``params`` by vmap over vector-Jacobian products."""
+    from torch.func import functional_call, vjp, vmap
+
+    def per_row(x_r, d_r):
+        _, pull = vjp(lambda p: functional_call(module, p, (x_r[None],)), params)
+        return pull(d_r[None])[0]
+
+    return vmap(per_row)(x, delta)
+
+
+def _elementwise_affine_grads(module, params: dict, x: torch.Tensor, delta: torch.Tensor):
+    """Per-row gradients for 1-D parameters that scale or shift the output elementwise (norm scales, biases).
+
+    If the output is affine and elementwise in a parameter w (f(w) = A(x) * w + c(x), as in RMSNorm,
+    LayerNorm, Gemma's (1 + w) scale), the gradient of <f, delta> is sum_t delta_t * A_t with
+    A = f(1) - f(0). This is checked on the batch itself with a random w; None means "not of that
+    form" and the caller falls back to vmap.
+    """
+    from torch.func import functional_call
+
+    out = {}
+    with torch.no_grad():
+        for name, p in params.items():
+            if p.dim() != 1 or p.shape[0] != delta.shape[-1]:
+                return None
+
+            def f(w, name=name):
+                return functional_call(module, {name: w}, (x,)).float()
+
+            f0 = f(torch.zeros_like(p))
+            A = f(torch.ones_like(p)) - f0
+            r = torch.randn(p.shape, generator=torch.Generator().manual_seed(0)).to(p)
+            scale = float(A.abs().max()) + 1e-12
+            if not torch.allclose(f(r) - f0, A * r.float(), rtol=1e-3, atol=1e-4 * scale):
+                return None
+            out[name] = (delta.float() * A).sum(1)
+    return out
 
 
 def _materialise(f: _Factor) -> _Dense:
