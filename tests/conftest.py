@@ -4,6 +4,9 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tests use tiny models: one thread is as fast, and it keeps subprocesses (the run and DDP tests)
+# from oversubscribing the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
