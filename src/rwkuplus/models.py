@@ -58,14 +58,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
     """``auto`` is float32 on CPU and bfloat16 on GPU."""
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
+        return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
     if dtype not in names:
         raise UserError(f"--dtype: expected one of auto, {', '.join(names)}; got {dtype!r}.")
     return names[dtype]
