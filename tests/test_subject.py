@@ -42,3 +42,17 @@ def test_subject_command_rejects_a_bad_model_path(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no such folder" in err and "Traceback" not in err
     assert not Path(tmp_path / "nope").exists()
+
+
+def test_general_check_questions_are_never_replayed_in_training():
+    from importlib import resources
+
+    from rwkuplus.subject import general_questions
+
+    replay = [line.strip().lower().rstrip("?") for line in
+              resources.files("rwkuplus").joinpath("data/replay_prompts.txt").read_text().splitlines() if line.strip()]
+    questions = general_questions()
+    assert len(questions) >= 30 and all(answers for _, answers in questions)
+    for q, _ in questions:
+        q = q.lower().rstrip("?")
+        assert not any(q in r or r in q for r in replay), q

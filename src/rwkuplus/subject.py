@@ -86,17 +86,10 @@ def ensure_subject(model: str = DEFAULT_MODEL, world_config: WorldConfig | None 
 
 
 # ----------------------------------------------------------------------------------------- checks
-def _packaged_general_questions() -> list[tuple[str, list[str]]]:
-    """Short-answer general questions (the project's own factuality set) for the ability check."""
-    from .errors import UserError
-    from .evaluation.utility import packaged_utility
-
-    try:
-        items = packaged_utility().triviaqa
-    except UserError:  # the packaged sets are missing (a broken install): the check reports None
-        log.warning("The packaged factuality set is missing; the general-ability check is skipped.")
-        return []
-    return [(item.question, item.answers) for item in items]
+def general_questions() -> list[tuple[str, list[str]]]:
+    """The project's small general-knowledge set (``data/general_questions.json``) for the ability check."""
+    text = resources.files("rwkuplus").joinpath("data/general_questions.json").read_text(encoding="utf-8")
+    return [(item["question"], item["answers"]) for item in json.loads(text)]
 
 
 def subject_checks(model, tokenizer, world: World, general: list[tuple[str, list[str]]] | None = None,
@@ -166,7 +159,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     world = generate_world(world_config)
     model, tokenizer, resolved = load_model(model_spec)
     model.eval()
-    general = _packaged_general_questions()
+    general = general_questions()
     _say(progress, "Scoring the base model on the world (before injection)...")
     before = subject_checks(model, tokenizer, world, general)
     corpus = injection_corpus(world, tokenizer)
