@@ -52,7 +52,6 @@ by the tests and the speed benchmark.
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -798,7 +797,3 @@ def loop_gram(model, parts: LossPart | dict | Sequence[LossPart], params: str | 
     return GradientGram(total, grams, list(pset.names), pset.numel, None, 0, sum(p.n for p in parts),
                         time.perf_counter() - start)
 
-
-def cosine_error_scale(d: int) -> float:
-    """The documented worst-case relative error of a projected inner product: sqrt(2 / d)."""
-    return math.sqrt(2.0 / d)

@@ -17,7 +17,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -269,5 +269,3 @@ def target_folder(index: int, name: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace(" ", "_"))
     return f"{index}_{safe}"
 
-
-TrackerCallback = Callable[[int, torch.nn.Module], None]
