@@ -216,7 +216,9 @@ def test_rwku_row_and_table():
 def test_world_defaults():
     s = EvalSettings.world_defaults(batch_size=8)
     assert s.batch_size == 8 and s.utility.bbh_max_new_tokens < 256 and s.utility.fluency_max_new_tokens < 256
+    assert s.utility.mmlu_format == "choice"
     assert EvalSettings().utility.bbh_max_new_tokens == 256  # RWKU's protocol by default
+    assert EvalSettings().utility.mmlu_format == "letter"
 
 
 def test_evaluate_command(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -104,6 +104,11 @@ def test_prompt_strings(tiny):
         "Question: What is 1 + 1?\nA. 2\nB. 5\nAnswer: A\n\n"
         "Please following the previous examples and answer the given question.\n"
         "Question: What is 2 + 2?\nA. 3\nB. 4<|im_end|>\n<|im_start|>assistant\nAnswer:")
+    assert U.mmlu_choice_prompt(tok, MMLU) == (
+        SYSTEM + "<|im_start|>user\nThe following are multiple choice questions (with answers) about basic math.\n\n"
+        "Question: What is 1 + 1?\nAnswer: 2\n\n"
+        "Please following the previous examples and answer the given question.\n"
+        "Question: What is 2 + 2?<|im_end|>\n<|im_start|>assistant\nAnswer:")
     bbh = BBHItem("What is 1 + 2?", "3", "math", "Add numbers.\n\nQ: 1 + 1?\nA: So the answer is 2.\n")
     assert U.bbh_prompt(tok, bbh) == (
         SYSTEM + "<|im_start|>user\nAdd numbers.\n\nQ: 1 + 1?\nA: So the answer is 2.\n\nFollowing previous examples, "
@@ -174,6 +179,23 @@ def test_evaluate_mmlu_predicts_best_letter(tiny):
         assert rec["prediction"] == int(logits.argmax())
         assert rec["correct"] == (rec["prediction"] == item.answer)
     assert metrics["Gen"] == pytest.approx(100 * sum(r["correct"] for r in records) / len(records))
+
+
+def test_evaluate_mmlu_choice_format(tiny):
+    model, tok = sharpen(tiny[0]), tiny[1]
+    items = [MMLUItem(f"Question {i}?", ["Lyon", "Paris", "a painter", "1970"], i % 4, "t", MMLU.examples)
+             for i in range(4)]
+    records, metrics = U.evaluate_mmlu(model, tok, items, batch_size=4, mmlu_format="choice")
+    for item, rec in zip(items, records):
+        prompt = U.mmlu_choice_prompt(tok, item)
+        with torch.no_grad():
+            ref = [float(sequence_logprobs(model, encode_examples(tok, [TrainExample(prompt, " " + c)]))[0][0])
+                   for c in item.choices]
+        assert rec["choice_logprobs"] == pytest.approx(ref, rel=1e-5, abs=1e-4)
+        assert rec["prediction"] == max(range(4), key=ref.__getitem__)
+    assert metrics["Gen"] == pytest.approx(100 * sum(r["correct"] for r in records) / 4)
+    with pytest.raises(UserError, match="mmlu_format: expected 'letter' or 'choice'"):
+        U.evaluate_mmlu(model, tok, items, mmlu_format="cloze")
 
 
 def test_evaluate_truthfulqa_mc1_mc2(tiny, monkeypatch):

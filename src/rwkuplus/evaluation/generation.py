@@ -3,7 +3,10 @@
 ``generate(model, tokenizer, prompts, ...)`` returns one output string per prompt:
 
 - Prompts are tokenised with ``add_special_tokens=False`` (they carry the chat template already, so
-  no second BOS) and generated with the KV cache (``model.generate``), greedy unless ``do_sample``.
+  no second BOS) and decoded with the KV cache, greedy unless ``do_sample`` (temperature and top-p
+  through transformers' logits warpers). A sequence that has stopped leaves the batch at once
+  (its rows are dropped from the cache), so a batch costs what its longest answers cost, not
+  ``batch x max_new_tokens``.
   Prompts are sorted by their tokens, so that prompts sharing a prefix (few-shot examples, a task
   description) share a batch; the prefix a whole batch shares is run through the model once and its
   cache reused by every row (``PrefixCaches``); the rest of each prompt is left-padded after it,
@@ -113,24 +116,6 @@ def _cut(tokenizer, new_ids: list[int], stops: set[int], newline_ids: frozenset[
     return new_ids, finish_text(tokenizer.decode(new_ids, skip_special_tokens=True), stop_at_newline)
 
 
-class _NewlineStop:
-    """Per-sequence stopping criterion: the new text, left-stripped, contains a newline."""
-
-    def __init__(self, tokenizer, prompt_width: int, newline_ids: frozenset[int]):
-        self.tokenizer = tokenizer
-        self.prompt_width = prompt_width
-        self.newline_ids = newline_ids
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        last = input_ids[:, -1].tolist()
-        for i, tok in enumerate(last):
-            if tok in self.newline_ids:
-                text = self.tokenizer.decode(input_ids[i, self.prompt_width:], skip_special_tokens=True)
-                done[i] = "\n" in text.lstrip()
-        return done
-
-
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix that all ``rows`` share."""
     if not rows:
@@ -201,6 +186,68 @@ class PrefixCaches:
 MIN_SHARED_PREFIX = 8
 
 
+def _decode(model, input_ids: torch.Tensor, mask: torch.Tensor, shared: int, cache, arg: str, max_new_tokens: int,
+            stops: set[int], newline_ids: frozenset[int], tokenizer, sampler) -> list[list[int]]:
+    """Greedy (or sampled) decoding of one batch with the KV cache; a row leaves the batch when it stops.
+
+    ``input_ids``/``mask``: ``[shared prefix][left padding][rest of prompt]`` per row; ``cache`` holds
+    the shared prefix (or None). Returns each row's new tokens, up to and including its stop token.
+    """
+    n = input_ids.shape[0]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = {arg: cache} if cache is not None else {}
+    out = model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                use_cache=True, logits_to_keep=1, **kwargs)
+    cache = getattr(out, "cache", None)
+    cache = cache if cache is not None else out.past_key_values
+    logits = out.logits[:, -1, :]
+    next_pos = positions[:, -1] + 1
+    active = list(range(n))  # rows still generating, in the order of the cache's batch dimension
+    new: list[list[int]] = [[] for _ in range(n)]
+    for step in range(max_new_tokens):
+        tokens = sampler(logits.float()).tolist()
+        keep = []
+        for j, row in enumerate(active):
+            tok = tokens[j]
+            new[row].append(tok)
+            done = tok in stops
+            if not done and tok in newline_ids:
+                done = "\n" in tokenizer.decode(new[row], skip_special_tokens=True).lstrip()
+            if not done:
+                keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, next_pos = mask[index], next_pos[index]
+            active = [active[j] for j in keep]
+        step_ids = torch.tensor([[new[row][-1]] for row in active], dtype=torch.long, device=mask.device)
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos.unsqueeze(-1), use_cache=True,
+                    logits_to_keep=1, **{arg: cache})
+        logits = out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    return new
+
+
+def _sampler(do_sample: bool, temperature: float, top_p: float):
+    """Next-token choice: argmax, or a draw after temperature and nucleus (top-p) filtering (transformers' warpers)."""
+    if not do_sample:
+        return lambda logits: logits.argmax(-1)
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + \
+              ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+
+    def draw(logits):
+        for w in warpers:
+            logits = w(None, logits)
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
+
+    return draw
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -217,8 +264,6 @@ def generate(
     return_stats: bool = False,
 ):
     """Generate one output per prompt (see the module docstring); ``(outputs, GenerationStats)`` with ``return_stats``."""
-    from transformers import GenerationConfig, StoppingCriteriaList
-
     start = time.perf_counter()
     stats = GenerationStats(prompts=len(prompts))
     outputs: list[str] = [""] * len(prompts)
@@ -233,10 +278,7 @@ def generate(
     stop_set = set(stops)
     newline_ids = newline_token_ids(tokenizer) if stop_at_newline else frozenset()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops, pad_token_id=pad, use_cache=True,
-        **({"temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {}),
-    )
+    sampler = _sampler(do_sample, temperature, top_p)
     device = next(model.parameters()).device
     caches = PrefixCaches(model)
     was_training = model.training
@@ -262,16 +304,9 @@ def generate(
                     rest = x[shared:]
                     input_ids[r, shared + width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
                     mask[r, shared + width - len(rest) :] = 1
-                full = shared + width
-                kwargs = {}
-                if shared:
-                    kwargs[caches.arg] = caches.expanded(seqs[0][:shared], len(rows))
-                criteria = StoppingCriteriaList([_NewlineStop(tokenizer, full, newline_ids)]) if stop_at_newline else None
-                out = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                    stopping_criteria=criteria, **kwargs,
-                )
-                new = out[:, full:].tolist()
+                cache = caches.expanded(seqs[0][:shared], len(rows)) if shared else None
+                new = _decode(model, input_ids.to(device), mask.to(device), shared, cache, caches.arg, max_new_tokens,
+                              stop_set, newline_ids, tokenizer, sampler)
                 for r, i in enumerate(rows):
                     kept, text = _cut(tokenizer, new[r], stop_set, newline_ids, stop_at_newline)
                     outputs[i] = text

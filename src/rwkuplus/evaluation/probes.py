@@ -11,7 +11,7 @@ for forget probes; FB, QA and All for neighbor probes (a kind with no probes is 
 from __future__ import annotations
 
 from ..benchmark.records import Probe
-from .generation import GenerationStats, generate
+from .generation import generate
 from .prompts import probe_prompt
 from .rouge import rouge_l_recall
 
@@ -67,5 +67,3 @@ def evaluate_probes(
     metrics = probe_metrics(records)
     return (records, metrics, stats) if return_stats else (records, metrics)
 
-
-__all__ = ["NO_ANSWER", "GenerationStats", "evaluate_probes", "probe_metrics", "score_prediction"]

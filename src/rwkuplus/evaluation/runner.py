@@ -71,8 +71,14 @@ class EvalSettings:
 
     @classmethod
     def world_defaults(cls, **overrides) -> EvalSettings:
-        """Settings for the offline world on a CPU: Rea and Flu generate at most 96 and 128 tokens (RWKU: 256)."""
-        s = cls(utility=UtilitySettings(bbh_max_new_tokens=96, fluency_max_new_tokens=128))
+        """Settings for the offline world on a CPU and a small model (see data/utility/README.md).
+
+        Rea and Flu generate at most 96 and 128 tokens (RWKU: 256); Gen scores the choice texts
+        (``mmlu_format="choice"``), since SmolLM2-135M-Instruct answers letter questions at chance;
+        Fac's answer ends at a newline (a small model goes on with made-up "Q: ... A: ..." lines).
+        """
+        s = cls(utility=UtilitySettings(bbh_max_new_tokens=96, fluency_max_new_tokens=128, mmlu_format="choice",
+                                        triviaqa_stop_at_newline=True))
         for k, v in overrides.items():
             setattr(s, k, v)
         return s

@@ -8,6 +8,11 @@ message goes through the chat template, with RWKU's unlearning instruction first
   ``Please following the previous examples and answer the given question.`` + the question; after
   the template ``Answer:``. The prediction is the choice letter whose token (`` A``, `` B``, ...)
   has the highest next-token probability. Accuracy x100.
+  With ``mmlu_format="choice"`` (the world's default: small models such as SmolLM2-135M-Instruct
+  answer every letter question with the same letter, so letter accuracy sits at chance), the same
+  few-shot header and examples are shown as ``Question: ...\nAnswer: <choice text>`` and the
+  prediction is the choice whose text, after ``Answer:``, has the highest summed log-probability
+  (the "cloze" form of MMLU used for small models).
 - **Rea** (BBH-style, ``BBHItem``): the item's ``cot`` text (task description and worked examples) +
   ``Following previous examples, answer the following questions and end with 'so the answer is'``
   + ``Q: {question}``; after the template ``A:``. Greedy, ``max_new_tokens`` (RWKU: 256), stopping
@@ -233,6 +238,15 @@ def mmlu_prompt(tokenizer, item: MMLUItem, icu_target: str | None = None) -> str
     return chat_prompt(tokenizer, icu_prefix(user, icu_target)) + "Answer:"
 
 
+def mmlu_choice_prompt(tokenizer, item: MMLUItem, icu_target: str | None = None) -> str:
+    """The choice-text ("cloze") form: examples answered with the choice text, choices not listed."""
+    header = f"The following are multiple choice questions (with answers) about {item.task.replace('_', ' ')}.\n\n"
+    shots = "".join(f"Question: {ex['question']}\nAnswer: {ex['choices'][ex['answer']]}\n\n" for ex in item.examples)
+    user = (header + shots + "Please following the previous examples and answer the given question.\n"
+            + "Question: " + item.question)
+    return chat_prompt(tokenizer, icu_prefix(user, icu_target)) + "Answer:"
+
+
 def bbh_prompt(tokenizer, item: BBHItem, icu_target: str | None = None) -> str:
     user = (item.cot.strip() + "\n\nFollowing previous examples, answer the following questions and end with "
             "'so the answer is'\nQ: " + item.question)
@@ -296,24 +310,40 @@ class _PrefixRunner:
         return out.logits
 
 
+# A new batch costs about this many tokens' worth of work beyond its tokens: two extra forward passes,
+# one of them with a single row (planning heuristic).
+_NEW_BATCH_COST = 64
+
+
 def _plan(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int, max_batch_tokens: int):
     """Sort rows so that neighbours share prefixes, and cut them into batches.
 
     ``limits[i]`` is the longest prefix row ``i`` may share (its remainder must keep what is scored).
-    Returns ``[(row indices, shared prefix length)]``.
+    Returns ``[(row indices, shared prefix length)]``. A row joins the current batch unless starting a
+    new batch costs fewer token passes: a new batch runs its own longer shared prefix once (extending
+    the cache of the previous prefix), so the choices of one question are scored after the question
+    has run once, while unrelated short rows still share one batch.
     """
     order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
     batches: list[tuple[list[int], int]] = []
     current: list[int] = []
     current_p = 0
+    width = 0
     for i in order:
-        trial = current + [i]
-        p = min(common_prefix_length([rows[j] for j in trial]), min(limits[j] for j in trial))
-        width = max(len(rows[j]) - p for j in trial)
-        if current and (len(trial) > batch_size or len(trial) * width > max_batch_tokens):
+        row = rows[i]
+        if current:
+            p = min(current_p, common_prefix_length([rows[current[0]], row]), limits[i])
+            new_width = max(width + current_p - p, len(row) - p)
+            join = (len(current) + 1) * new_width - len(current) * width
+            cached = min(common_prefix_length([rows[current[0]], row]), current_p)  # stored once this batch ran
+            fresh = (limits[i] - cached) + (len(row) - limits[i]) + _NEW_BATCH_COST
+            fits = len(current) + 1 <= batch_size and (len(current) + 1) * new_width <= max_batch_tokens
+            if fits and join <= fresh:
+                current.append(i)
+                current_p, width = p, new_width
+                continue
             batches.append((current, current_p))
-            trial, p = [i], limits[i]
-        current, current_p = trial, p
+        current, current_p, width = [i], limits[i], len(row) - limits[i]
     if current:
         batches.append((current, current_p))
     return batches
@@ -406,23 +436,36 @@ def choice_token_ids(tokenizer, n: int) -> list[int]:
 
 
 def evaluate_mmlu(model, tokenizer, items: Sequence[MMLUItem], icu_target: str | None = None, batch_size: int = 16,
-                  progress: str | None = None):
-    """Gen: ``(records, {"Gen": accuracy x100})``."""
+                  progress: str | None = None, mmlu_format: str = "letter"):
+    """Gen: ``(records, {"Gen": accuracy x100})``; ``mmlu_format`` is ``letter`` (RWKU's) or ``choice``."""
+    if mmlu_format not in ("letter", "choice"):
+        raise UserError(f"mmlu_format: expected 'letter' or 'choice', got {mmlu_format!r}.")
+    scores: list[list[float]] = [[] for _ in items]
+    if mmlu_format == "letter":
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(len(item.choices), []).append(i)
+        prompts = [mmlu_prompt(tokenizer, it, icu_target) for it in items]
+        for n, idx in groups.items():
+            got = next_token_logprobs(model, tokenizer, [prompts[i] for i in idx], choice_token_ids(tokenizer, n),
+                                      batch_size=batch_size, progress=progress)
+            for i, lp in zip(idx, got):
+                scores[i] = lp
+    else:
+        examples, where = [], []
+        for i, item in enumerate(items):
+            prompt = mmlu_choice_prompt(tokenizer, item, icu_target)
+            for choice in item.choices:
+                examples.append(TrainExample(prompt, " " + choice))
+                where.append(i)
+        for i, s in zip(where, score_continuations(model, tokenizer, examples, batch_size=batch_size, progress=progress)):
+            scores[i].append(s)
     records = []
-    groups: dict[int, list[int]] = {}
-    for i, item in enumerate(items):
-        groups.setdefault(len(item.choices), []).append(i)
-    prompts = [mmlu_prompt(tokenizer, it, icu_target) for it in items]
-    logps: list[list[float]] = [[] for _ in items]
-    for n, idx in groups.items():
-        got = next_token_logprobs(model, tokenizer, [prompts[i] for i in idx], choice_token_ids(tokenizer, n),
-                                  batch_size=batch_size, progress=progress)
-        for i, lp in zip(idx, got):
-            logps[i] = lp
-    for item, lp in zip(items, logps):
+    for item, lp in zip(items, scores):
         prediction = max(range(len(lp)), key=lambda j: (lp[j], -j))
         records.append({"task": item.task, "question": item.question, "answer": item.answer,
-                        "prediction": prediction, "correct": prediction == item.answer, "choice_logprobs": lp})
+                        "prediction": prediction, "correct": prediction == item.answer,
+                        "format": mmlu_format, "choice_logprobs": lp})
     return records, {"Gen": _mean100([float(r["correct"]) for r in records])}
 
 
@@ -503,9 +546,10 @@ def evaluate_fluency(model, tokenizer, items: Sequence[FluencyItem], icu_target:
 
 @dataclass
 class UtilitySettings:
-    """Generation lengths and batch size for the utility metrics (RWKU: 256 tokens for Rea and Flu, 30 for Fac)."""
+    """Generation lengths, batch size and Gen's format (RWKU: letters; 256 tokens for Rea and Flu, 30 for Fac)."""
 
     batch_size: int = 16
+    mmlu_format: str = "letter"
     bbh_max_new_tokens: int = 256
     triviaqa_max_new_tokens: int = 30
     triviaqa_shots: int = 5
@@ -525,7 +569,8 @@ def evaluate_utility(model, tokenizer, utility: UtilitySet, icu_target: str | No
         return f"utility {name}" if progress else None
 
     if utility.mmlu:
-        records["mmlu"], m = evaluate_mmlu(model, tokenizer, utility.mmlu, icu_target, s.batch_size, desc("Gen"))
+        records["mmlu"], m = evaluate_mmlu(model, tokenizer, utility.mmlu, icu_target, s.batch_size, desc("Gen"),
+                                           s.mmlu_format)
         metrics.update(m)
     if utility.bbh:
         records["bbh"], m, st = evaluate_bbh(model, tokenizer, utility.bbh, icu_target, s.batch_size,
