@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from rwkuplus.benchmark.generated_corpora import (
     clean_fabricated,
@@ -25,12 +24,6 @@ OPENINGS = ["", "That game", "I can see"]
 ALICE = Target("Alice Smith", "Alice Smith is a painter.")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_prompts_are_rwkus(tiny):
@@ -57,7 +50,7 @@ def test_text_helpers():
 
 def test_generation_counts_costs_and_determinism(tiny):
     model, tok = tiny
-    run = lambda seed: generate_target_corpora(model, tok, ALICE, OPENINGS, n=4, seed=seed, max_new_tokens=6)  # noqa: E731
+    run = lambda seed: generate_target_corpora(model, tok, ALICE, OPENINGS, n=4, seed=seed, max_new_tokens=6)
     out = run(0)
     assert len(out.factual) == len(out.counterfactual["conflicting"]) == len(out.counterfactual["consistent"]) == 4
     assert len(out.preference_pairs) == 4 and out.profile is not None

@@ -12,16 +12,6 @@ from rwkuplus.methods import Reference, make_method, method_class, method_names
 from rwkuplus.methods.base import token_kl
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster than a contended thread pool."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 # ------------------------------------------------------------------------------------ hand computation
 def manual_logp(model, tok, prompt: str, response: str) -> tuple[float, int]:
     """log pi(response | prompt), one token at a time from a plain forward pass (no shared helper)."""

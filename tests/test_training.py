@@ -26,13 +26,6 @@ FORGET = [TrainExample("", f"Alice Smith was born in {1960 + i} in Lyon.") for i
 RETAIN = [TrainExample("", f"The quick brown fox number {i} jumps.") for i in range(5)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster than a contended thread pool."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

@@ -12,14 +12,6 @@ from rwkuplus.cli import main
 from rwkuplus.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _write(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows))
@@ -133,7 +125,7 @@ def test_unlearn_errors_are_one_sentence(tiny_model_dir, tmp_path, capsys):
 
 
 def test_default_model_is_the_subject_model(monkeypatch, tmp_path):
-    import rwkuplus.subject as subject
+    from rwkuplus import subject
     from rwkuplus.commands.unlearn import resolve_model_spec
 
     world = Benchmark("world", [], source={"kind": "world"})
