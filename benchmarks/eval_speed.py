@@ -95,11 +95,12 @@ def compare_parts(model, tokenizer, target, settings, n):
         gen_part("probes (generation)", [probe_prompt(tokenizer, p) for p in probes], settings.probe_max_new_tokens, True)
     if u.bbh:
         gen_part("Rea (generation)", [U.bbh_prompt(tokenizer, it) for it in u.bbh[:n]],
-                 settings.utility.bbh_max_new_tokens, False)
+                 settings.utility.bbh_max_new_tokens, settings.utility.bbh_stop_at_newline)
     if u.triviaqa:
         items = list(u.triviaqa)
         gen_part("Fac (generation)", [U.triviaqa_prompt(tokenizer, it, U.triviaqa_shots(items, i)) for i, it in
-                                      enumerate(items[:n])], settings.utility.triviaqa_max_new_tokens, False)
+                                      enumerate(items[:n])], settings.utility.triviaqa_max_new_tokens,
+                 settings.utility.triviaqa_stop_at_newline)
     if u.fluency:
         gen_part("Flu (generation)", [U.fluency_prompt(tokenizer, it) for it in u.fluency[:n]],
                  settings.utility.fluency_max_new_tokens, False)
@@ -112,7 +113,25 @@ def compare_parts(model, tokenizer, target, settings, n):
                     if a[k] is not None)
         rows.append(("MIA (scoring)", len(texts), t_ours, t_ref, f"max difference {worst:.1e}", worst < 1e-4))
 
-    if u.mmlu:
+    if u.mmlu and settings.utility.mmlu_format == "choice":
+        items = u.mmlu[:n]
+        examples = [TrainExample(U.mmlu_choice_prompt(tokenizer, it), " " + c) for it in items for c in it.choices]
+        ours, t_ours = timed(lambda: U.score_continuations(model, tokenizer, examples, batch_size=bs))
+        ref, t_ref = timed(lambda: reference_scores(model, tokenizer, examples))
+
+        def predictions(scores):
+            out, k = [], 0
+            for it in items:
+                row = scores[k : k + len(it.choices)]
+                out.append(max(range(len(row)), key=row.__getitem__))
+                k += len(it.choices)
+            return out
+
+        same = sum(a == b for a, b in zip(predictions(ours), predictions(ref)))
+        worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(ours, ref))
+        rows.append(("Gen (choice scoring)", len(items), t_ours, t_ref,
+                     f"{same}/{len(items)} predictions identical, max relative difference {worst:.1e}", same == len(items)))
+    elif u.mmlu:
         items = u.mmlu[:n]
         prompts = [U.mmlu_prompt(tokenizer, it) for it in items]
         ids = U.choice_token_ids(tokenizer, len(items[0].choices))

@@ -141,3 +141,15 @@ def test_empty_and_newline_tokens(tiny):
     assert tokenizer.encode("a", add_special_tokens=False)[0] not in nl
     # The untrained tiny model only emits newlines: cut at the first newline after leading whitespace -> "".
     assert generate(model, tokenizer, [chat_prompt(tokenizer, "hi")], max_new_tokens=5) == [""]
+
+
+def test_lora_wrapped_model(sharp, prompts):
+    """A peft-wrapped model goes through the same cache path (the adapter starts as the identity)."""
+    from rwkuplus.models import LoraSettings, add_lora
+
+    model, tokenizer = sharp
+    plain = generate(model, tokenizer, prompts[:4], max_new_tokens=8, batch_size=4)
+    wrapped = add_lora(model, LoraSettings())
+    wrapped.train()
+    assert generate(wrapped, tokenizer, prompts[:4], max_new_tokens=8, batch_size=4) == plain
+    assert wrapped.training is True  # the caller's training mode is restored

@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bbh-max-new-tokens", type=int,
                         help="generation length for Rea (RWKU: 256; default 256, or 96 on the world)")
     parser.add_argument("--fluency-max-new-tokens", type=int,
-                        help="generation length for Flu (RWKU: 256; default 256, or 128 on the world)")
+                        help="generation length for Flu (RWKU: 256; default 256, or 64 on the world)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16")
     parser.add_argument("--out", required=True, help="output folder (resumable)")

@@ -73,12 +73,13 @@ class EvalSettings:
     def world_defaults(cls, **overrides) -> EvalSettings:
         """Settings for the offline world on a CPU and a small model (see data/utility/README.md).
 
-        Rea and Flu generate at most 96 and 128 tokens (RWKU: 256); Gen scores the choice texts
+        Rea and Flu generate at most 96 and 64 tokens (RWKU: 256); Gen scores the choice texts
         (``mmlu_format="choice"``), since SmolLM2-135M-Instruct answers letter questions at chance;
-        Fac's answer ends at a newline (a small model goes on with made-up "Q: ... A: ..." lines).
+        Rea's and Fac's answers end at a newline (a small model goes on with made-up "Q: ... A: ..."
+        lines after its one-line answer).
         """
-        s = cls(utility=UtilitySettings(bbh_max_new_tokens=96, fluency_max_new_tokens=128, mmlu_format="choice",
-                                        triviaqa_stop_at_newline=True))
+        s = cls(utility=UtilitySettings(bbh_max_new_tokens=96, fluency_max_new_tokens=64, mmlu_format="choice",
+                                        triviaqa_stop_at_newline=True, bbh_stop_at_newline=True))
         for k, v in overrides.items():
             setattr(s, k, v)
         return s

@@ -16,7 +16,8 @@ message goes through the chat template, with RWKU's unlearning instruction first
 - **Rea** (BBH-style, ``BBHItem``): the item's ``cot`` text (task description and worked examples) +
   ``Following previous examples, answer the following questions and end with 'so the answer is'``
   + ``Q: {question}``; after the template ``A:``. Greedy, ``max_new_tokens`` (RWKU: 256), stopping
-  at the end of the turn. The answer is the text after the first "the answer is" up to the first
+  at the end of the turn (and, when ``stop_at_newline``, at a newline: the world's default, whose
+  worked examples answer on one line while a small model goes on with made-up questions). The answer is the text after the first "the answer is" up to the first
   sentence-ending period (a ``.`` followed by whitespace or the end), a newline or the end; without
   that phrase, the whole output. Exact match x100 after SQuAD normalisation (lowercase, punctuation
   and articles removed), the gold answer compared as one string (RWKU's code compared the
@@ -34,7 +35,7 @@ message goes through the chat template, with RWKU's unlearning instruction first
   itself (the first five other items, first alias as the answer; RWKU used a fixed five-shot text),
   then ``Please briefly answer the following question:`` + ``Q: {question}``; after the template
   ``A:``. Greedy, 30 new tokens, stopping at the end of the turn (and, when ``stop_at_newline``, at a
-  newline). F1 and EM against each alias (SQuAD normalisation), the maximum over aliases, x100.
+  newline: the world's default, as small models continue with made-up "Q: ... A: ..." lines). F1 and EM against each alias (SQuAD normalisation), the maximum over aliases, x100.
   Fac = F1 (RWKU's column); EM beside it.
 - **Flu** (``FluencyItem``): ``Instruction: {instruction}\\n`` through the template, greedy,
   ``max_new_tokens`` (RWKU: 256), stopping at the end of the turn. Per generation
@@ -470,11 +471,11 @@ def evaluate_mmlu(model, tokenizer, items: Sequence[MMLUItem], icu_target: str |
 
 
 def evaluate_bbh(model, tokenizer, items: Sequence[BBHItem], icu_target: str | None = None, batch_size: int = 16,
-                 max_new_tokens: int = 256, progress: str | None = None):
+                 max_new_tokens: int = 256, progress: str | None = None, stop_at_newline: bool = False):
     """Rea: ``(records, {"Rea": exact match x100}, GenerationStats)``."""
     prompts = [bbh_prompt(tokenizer, it, icu_target) for it in items]
     outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              stop_at_newline=False, progress=progress, return_stats=True)
+                              stop_at_newline=stop_at_newline, progress=progress, return_stats=True)
     records = []
     for item, output in zip(items, outputs):
         prediction = extract_answer(output)
@@ -551,6 +552,7 @@ class UtilitySettings:
     batch_size: int = 16
     mmlu_format: str = "letter"
     bbh_max_new_tokens: int = 256
+    bbh_stop_at_newline: bool = False
     triviaqa_max_new_tokens: int = 30
     triviaqa_shots: int = 5
     triviaqa_stop_at_newline: bool = False
@@ -574,7 +576,7 @@ def evaluate_utility(model, tokenizer, utility: UtilitySet, icu_target: str | No
         metrics.update(m)
     if utility.bbh:
         records["bbh"], m, st = evaluate_bbh(model, tokenizer, utility.bbh, icu_target, s.batch_size,
-                                             s.bbh_max_new_tokens, desc("Rea"))
+                                             s.bbh_max_new_tokens, desc("Rea"), s.bbh_stop_at_newline)
         metrics.update(m)
         stats = stats + st
     if utility.truthfulqa:
