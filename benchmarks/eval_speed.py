@@ -20,7 +20,6 @@ Results depend on the machine and on what else runs on it: report the numbers wi
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time

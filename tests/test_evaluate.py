@@ -18,7 +18,6 @@ from rwkuplus.benchmark.records import (
 )
 from rwkuplus.commands import evaluate as evaluate_command
 from rwkuplus.errors import UserError
-from rwkuplus.evaluation import runner
 from rwkuplus.evaluation.runner import (
     PARTS,
     RWKU_COLUMNS,

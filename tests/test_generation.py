@@ -98,7 +98,7 @@ def test_stops_at_end_of_turn_per_sequence(sharp, prompts):
 
 def test_stats_count_tokens(sharp, prompts):
     model, tokenizer = sharp
-    outs, stats = generate(model, tokenizer, prompts, max_new_tokens=7, stop_at_newline=False, return_stats=True)
+    _outs, stats = generate(model, tokenizer, prompts, max_new_tokens=7, stop_at_newline=False, return_stats=True)
     assert isinstance(stats, GenerationStats)
     assert stats.prompts == len(prompts)
     # Prompts are tokenised without special tokens: no second BOS.

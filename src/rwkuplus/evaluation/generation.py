@@ -33,8 +33,9 @@ import copy
 import inspect
 import sys
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 
@@ -82,17 +83,19 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-_NEWLINE_TOKENS: dict[int, frozenset[int]] = {}
+_NEWLINE_TOKENS: dict[int, tuple[weakref.ref, frozenset[int]]] = {}
 
 
 def newline_token_ids(tokenizer) -> frozenset[int]:
-    """Ids of the tokens whose text contains a newline (computed once per tokenizer)."""
+    """Ids of the tokens whose text contains a newline (computed once per tokenizer object)."""
     key = id(tokenizer)
-    if key not in _NEWLINE_TOKENS:
+    hit = _NEWLINE_TOKENS.get(key)
+    if hit is None or hit[0]() is not tokenizer:
         size = len(tokenizer)
         texts = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=False)
-        _NEWLINE_TOKENS[key] = frozenset(i for i, t in enumerate(texts) if "\n" in t)
-    return _NEWLINE_TOKENS[key]
+        hit = (weakref.ref(tokenizer), frozenset(i for i, t in enumerate(texts) if "\n" in t))
+        _NEWLINE_TOKENS[key] = hit
+    return hit[1]
 
 
 def finish_text(text: str, stop_at_newline: bool) -> str:

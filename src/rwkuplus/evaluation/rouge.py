@@ -40,7 +40,7 @@ def _lcs_words(x: list[str], y: list[str]) -> list[str]:
             if xi == y[j - 1]:
                 row[j] = prev[j - 1] + 1
             else:
-                row[j] = prev[j] if prev[j] >= row[j - 1] else row[j - 1]
+                row[j] = max(prev[j], row[j - 1])
     out = []
     i, j = n, m
     while i > 0 and j > 0:

@@ -30,9 +30,9 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..benchmark.records import Benchmark, TargetData
 from ..errors import UserError

@@ -56,10 +56,10 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -75,7 +75,14 @@ from ..benchmark.records import (
 from ..errors import UserError
 from ..fileio import read_json, read_jsonl
 from ..sequences import encode_examples, token_logprobs
-from .generation import MIN_SHARED_PREFIX, GenerationStats, PrefixCaches, common_prefix_length, generate, progress_bar
+from .generation import (
+    MIN_SHARED_PREFIX,
+    GenerationStats,
+    PrefixCaches,
+    common_prefix_length,
+    generate,
+    progress_bar,
+)
 from .prompts import chat_prompt, icu_prefix
 
 LETTERS = "ABCDEFGHIJ"
