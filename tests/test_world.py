@@ -355,7 +355,9 @@ def test_write_world_is_byte_identical_and_in_rwku_format(world, tmp_path):
     names = {p.name for p in folder.iterdir()}
     assert names == {"intro.json", "forget_level1.json", "forget_level2.json", "forget_level3.json",
                      "neighbor_level1.json", "neighbor_level2.json", "forget_mia.json", "retain_mia.json",
-                     "positive.json", "negative.json", "negative_consistent.json", "pair.json", "reject.json"}
+                     "positive.json", "negative.json", "negative_consistent.json", "pair.json", "reject.json",
+                     # the project's packaged utility sets, in RWKU's file names
+                     "retain_mmlu.json", "retain_bbh.json", "truthful.json", "triviaqa.json", "fluency.json"}
 
     def load(name):
         return json.loads((folder / name).read_text(encoding="utf-8"))

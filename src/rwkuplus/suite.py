@@ -316,7 +316,7 @@ class Suite:
         """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen, Tru)."""
         from .evaluation.hallucination import evaluate_hallucination
         from .evaluation.probes import evaluate_probes
-        from .evaluation.utility import UtilitySettings, evaluate_utility
+        from .evaluation.utility import evaluate_utility
         from .benchmark.records import UtilitySet
         from .tradeoff import trade_off
 
@@ -327,7 +327,7 @@ class Suite:
         _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs)
         u = targets[0].utility
         _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu, truthfulqa=u.truthfulqa),
-                                      settings=UtilitySettings(batch_size=bs))
+                                      settings=self.eval_settings.utility)
         row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),
                "HR": halluc.get("hallucination_rate"), "Fabrication": halluc.get("fabrication_rate"),
                "Gen": _first(util, "Gen"), "Tru": _first(util, "Tru")}
