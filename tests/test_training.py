@@ -85,6 +85,21 @@ def test_log_counts_and_seeded_epoch_order(tiny_model_dir):
     assert other.seen["forget"] != seen
 
 
+def test_group_by_length_batches_similar_lengths_and_keeps_epochs_whole(tiny_model_dir):
+    examples = [TrainExample("", "word " * n) for n in (1, 30, 2, 29, 3, 28, 4, 27)]
+    model, tok, _ = load_model(str(tiny_model_dir), device="cpu")
+    s = settings(max_steps=None, epochs=2, batch_size=2, group_by_length=True)
+    result = train(model, tok, make_method("sft", corpus_name="facts"), {"facts": examples}, s)
+    seen = result.seen["facts"]
+    assert sorted(seen[:8]) == list(range(8)) and sorted(seen[8:]) == list(range(8))
+    # Within one window (all 8 items here), sorted by length then cut in pairs: neighbours in length.
+    pairs = [tuple(sorted(seen[i:i + 2])) for i in range(0, 8, 2)]
+    assert sorted(pairs) == [(0, 2), (1, 3), (4, 6), (5, 7)]
+    plain = train(load_model(str(tiny_model_dir), device="cpu")[0], tok, make_method("sft", corpus_name="facts"),
+                  {"facts": examples}, s.replace(group_by_length=False))
+    assert plain.cost.tokens_trained == result.cost.tokens_trained  # same items, only grouped
+
+
 def test_gradient_accumulation_equals_the_full_batch(tiny_model_dir):
     results = []
     for accum in (1, 2, 4):

@@ -54,7 +54,7 @@ class RunConfig:
     settings: list[str] = field(default_factory=lambda: ["full"])
     target_mode: str = "single"
     seeds: list[int] = field(default_factory=lambda: [0])
-    checkpoints: list[int] = field(default_factory=lambda: [0, 8, 16])
+    checkpoints: list[int] = field(default_factory=lambda: [3, 6])
     diagnostics: bool = True
     train: dict[str, dict] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "parts": list(EVAL_PARTS),
@@ -170,7 +170,7 @@ def _is_int(x: Any) -> bool:
 
 def quick_config() -> RunConfig:
     """``--quick``: one target, four methods, short training, the cheap evaluation parts."""
-    return RunConfig(targets="1", methods=list(QUICK_METHODS), checkpoints=[0, 8],
+    return RunConfig(targets="1", methods=list(QUICK_METHODS), checkpoints=[4],
                      train={"all": {"max_steps": 8}},
                      eval={"batch_size": 16, "parts": ["forget", "neighbor", "mia", "hallucination"],
                            "utility_items": 20, "hallucination_items": 30})

@@ -6,7 +6,9 @@ evaluators alike, so that "the log-probability of a response" means the same thi
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,18 @@ import torch.nn.functional as F
 from .benchmark.records import TrainExample
 
 IGNORE = -100
+_EVERY_POSITION = contextvars.ContextVar("rwkuplus_every_position", default=False)
+
+
+@contextlib.contextmanager
+def every_position() -> Iterator[None]:
+    """Within this block ``sequence_logprobs`` projects every position (the gradient engine's hooks
+    need each layer to see the whole ``[batch, tokens]`` grid)."""
+    token = _EVERY_POSITION.set(True)
+    try:
+        yield
+    finally:
+        _EVERY_POSITION.reset(token)
 
 
 def encode_examples(tokenizer, examples: Sequence[TrainExample], max_length: int = 512) -> dict[str, torch.Tensor]:
@@ -54,10 +68,27 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each example's labelled tokens, and how many tokens were scored ([B] each)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logps, mask = token_logprobs(logits, batch["labels"])
-    return logps.sum(-1), mask.sum(-1)
+    """Summed log-probability of each example's labelled tokens, and how many tokens were scored ([B] each).
+
+    The vocabulary projection is computed only at the positions that predict a labelled token in
+    some row of the batch (transformers' ``logits_to_keep``; the batch dimension is kept), which
+    skips most of the ``lm_head`` work on prompts; models without that argument score every position.
+    """
+    labels = batch["labels"]
+    scored = labels[:, 1:] != IGNORE
+    cols = scored.any(0).nonzero().squeeze(1)  # position t predicts token t + 1
+    if _EVERY_POSITION.get() or cols.numel() == 0 or cols.numel() == labels.shape[1] - 1:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, mask = token_logprobs(logits, labels)
+        return logps.sum(-1), mask.sum(-1)
+    try:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=cols).logits
+    except TypeError:  # an architecture without logits_to_keep
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, cols, :]
+    target = labels[:, cols + 1]
+    mask = target != IGNORE
+    logps = -F.cross_entropy(logits.float().transpose(1, 2), target.masked_fill(~mask, 0), reduction="none")
+    return (logps * mask).sum(-1), mask.sum(-1)
 
 
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from .benchmark.world import (
     World, WorldConfig, forget_probes, generate_world, injection_checks, injection_corpus, neighbor_probes,
 )
 from .fileio import read_json, write_json
-from .models import DEFAULT_MODEL, load_model, resolve_model, save_model
+from .models import DEFAULT_MODEL, LoraSettings, load_model, resolve_model, save_model
 from .paths import home
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,16 @@ THRESHOLDS = {
 @dataclass(frozen=True)
 class InjectionSettings:
     lr: float = 2e-4
-    epochs: float = 4.0
-    batch_size: int = 16
+    epochs: float = 3.0
+    batch_size: int = 8
     warmup_ratio: float = 0.05
     max_length: int = 256
     seed: int = 0
     replay_tokens: int = 48  # length of the base model's replayed answers
+    mode: str = "full"  # "full" fine-tuning, or "lora" (an adapter merged into the weights afterwards)
+    lora_rank: int = 64
+    lora_alpha: int = 128
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings) -> str:
@@ -136,16 +140,29 @@ def general_kept(before: list[dict], after: list[dict]) -> tuple[float | None, i
 
 # ------------------------------------------------------------------------------------------ build
 def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> list[TrainExample]:
-    """The base model's own greedy answers to everyday prompts, replayed to keep its general behaviour."""
+    """The base model's own greedy answers to everyday prompts, replayed to keep its general behaviour.
+
+    A prompt ending in "?" is asked in the evaluation's question format (``question_prompt``, the
+    format the world's facts are injected in, answer cut at the first newline as the evaluation
+    does); any other prompt is a plain chat instruction. Replaying the question format matters: it
+    is the format the injection rewrites, so it is where general answers would otherwise be lost.
+    """
     from .evaluation.generation import generate
-    from .evaluation.prompts import chat_prompt
+    from .evaluation.prompts import chat_prompt, question_prompt
 
     text = resources.files("rwkuplus").joinpath("data/replay_prompts.txt").read_text(encoding="utf-8")
-    prompts = [chat_prompt(tokenizer, line.strip()) for line in text.splitlines() if line.strip()]
-    answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       stop_at_newline=False)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    questions = [q for q in lines if q.endswith("?")]
+    instructions = [q for q in lines if not q.endswith("?")]
+    prompts = [question_prompt(tokenizer, q) for q in questions]
+    answers = generate(model, tokenizer, prompts, max_new_tokens=min(30, max_new_tokens), batch_size=batch_size)
+    chat = [chat_prompt(tokenizer, q) for q in instructions]
+    answers += generate(model, tokenizer, chat, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        stop_at_newline=False)
     eos = tokenizer.eos_token or ""
-    return [TrainExample(p, a + eos) for p, a in zip(prompts, answers) if a]
+    n = len(prompts)
+    return ([TrainExample(p, " " + a.strip() + eos) for p, a in zip(prompts, answers[:n]) if a.strip()]
+            + [TrainExample(p, a + eos) for p, a in zip(chat, answers[n:]) if a.strip()])
 
 
 def build_subject(model_spec: str, world_config: WorldConfig, settings: InjectionSettings, folder: Path,
@@ -167,15 +184,19 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     examples = corpus + replay
     _say(progress, f"Injecting the world: {len(corpus)} examples + {len(replay)} replayed answers, "
                    f"{settings.epochs:g} epochs at lr {settings.lr:g}...")
+    lora = LoraSettings(rank=settings.lora_rank, alpha=settings.lora_alpha, target_modules=tuple(settings.lora_targets))
     train_settings = TrainSettings(lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size,
                                    warmup_ratio=settings.warmup_ratio, schedule="cosine", max_length=settings.max_length,
-                                   seed=settings.seed, mode="full", max_forget_nll_per_token=None)
+                                   seed=settings.seed, mode=settings.mode, lora=lora, group_by_length=True,
+                                   max_forget_nll_per_token=None)
     bar = _step_bar(progress, train_settings.total_steps(len(examples)))
     result = train(model, tokenizer, make_method("sft", corpus_name="injection"), {"injection": examples},
                    train_settings, on_step=(lambda row: bar.update(1)) if bar else None)
     if bar:
         bar.close()
     model = result.model
+    if hasattr(model, "merge_and_unload"):  # LoRA injection: the subject is a plain model
+        model = model.merge_and_unload()
     model.eval()
     _say(progress, "Scoring the subject model (after injection)...")
     after = subject_checks(model, tokenizer, world, general)

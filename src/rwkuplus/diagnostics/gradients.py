@@ -60,7 +60,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..sequences import sequence_logprobs
+from ..sequences import every_position, sequence_logprobs
 from .params import ParameterSet, layer_index, select_parameters
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
@@ -295,7 +295,8 @@ class _Engine:
                 batch = _take(part.batch, rows, self.device)
                 mask = batch["attention_mask"].bool()
                 self._context = (items.to(self.device), mask)
-                losses = part.loss_fn(self.model, batch)
+                with every_position():
+                    losses = part.loss_fn(self.model, batch)
                 expected = len(rows) // part.group_size
                 if losses.dim() != 1 or losses.shape[0] != expected:
                     raise ValueError(f"gradient diagnostics: the loss should be one value per example "

@@ -21,19 +21,19 @@ PRESETS = ("default", "rwku-llama3")
 
 # method -> (full fine-tuning lr, LoRA lr, batch size)
 DEFAULT_MODEL_SETTINGS: dict[str, tuple[float, float, int]] = {
-    "ga": (1e-5, 1e-4, 8),
-    "gd": (1e-5, 1e-4, 8),
-    "ga-kl": (1e-5, 1e-4, 8),
-    "npo": (2e-5, 2e-4, 8),
-    "npo-gd": (2e-5, 2e-4, 8),
-    "npo-kl": (2e-5, 2e-4, 8),
-    "simnpo": (2e-5, 2e-4, 8),
-    "rt": (2e-5, 2e-4, 8),
-    "cft-sft": (5e-5, 5e-4, 8),
-    "cft-dpo": (2e-5, 2e-4, 8),
-    "altpo": (2e-5, 2e-4, 8),
-    "sft": (1e-4, 1e-3, 8),
-    "icu": (1e-5, 1e-4, 8),  # never trains; kept so every method has an entry
+    "ga": (1e-5, 1e-4, 4),
+    "gd": (1e-5, 1e-4, 4),
+    "ga-kl": (1e-5, 1e-4, 4),
+    "npo": (2e-5, 2e-4, 4),
+    "npo-gd": (2e-5, 2e-4, 4),
+    "npo-kl": (2e-5, 2e-4, 4),
+    "simnpo": (2e-5, 2e-4, 4),
+    "rt": (2e-5, 2e-4, 4),
+    "cft-sft": (5e-5, 5e-4, 4),
+    "cft-dpo": (2e-5, 2e-4, 4),
+    "altpo": (2e-5, 2e-4, 4),
+    "sft": (1e-4, 1e-3, 4),
+    "icu": (1e-5, 1e-4, 4),  # never trains; kept so every method has an entry
 }
 
 RWKU_LLAMA3_SETTINGS: dict[str, tuple[float, float, int]] = {
