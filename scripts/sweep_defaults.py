@@ -74,7 +74,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     write_json(Path(args.out) / f"sweep_{args.setting}.json", rows)
-    print(f"\n| method | setting | lr | steps | Forget All | Neighbor All | forget halved | neighbor >= half |")
+    print("\n| method | setting | lr | steps | Forget All | Neighbor All | forget halved | neighbor >= half |")
     print("|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["lr"])):
         print(f"| {r['method']} | {r['setting']} | {r['lr']:.0e} | {_f(r['steps'], 0)} | "

@@ -50,7 +50,9 @@ def test_text_helpers():
 
 def test_generation_counts_costs_and_determinism(tiny):
     model, tok = tiny
-    run = lambda seed: generate_target_corpora(model, tok, ALICE, OPENINGS, n=4, seed=seed, max_new_tokens=6)
+    def run(seed):
+        return generate_target_corpora(model, tok, ALICE, OPENINGS, n=4, seed=seed, max_new_tokens=6)
+
     out = run(0)
     assert len(out.factual) == len(out.counterfactual["conflicting"]) == len(out.counterfactual["consistent"]) == 4
     assert len(out.preference_pairs) == 4 and out.profile is not None
