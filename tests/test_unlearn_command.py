@@ -147,4 +147,4 @@ def test_methods_command_lists_methods(capsys):
     rows = json.loads(capsys.readouterr().out)
     by_name = {r["name"]: r for r in rows}
     assert by_name["altpo"]["corpora"] == ["preference", "retain"] and by_name["altpo"]["needs_reference"]
-    assert by_name["sft"]["kind"] == "tuning" and by_name["ga"]["defaults"]["lr_full"] == 1e-5
+    assert by_name["sft"]["kind"] == "tuning" and by_name["ga"]["defaults"]["lr_full"] == 1e-4
