@@ -162,3 +162,12 @@ def test_trajectory_summary():
     assert s["ur_at_fe_0.5"] == pytest.approx(0.9 + (0.6 - 0.9) * 0.25)
     assert s["hs_at_fe_0.5"] == pytest.approx(0.8 + (0.2 - 0.8) * 0.25)
     assert not any(isinstance(v, float) and math.isnan(v) for v in s.values())
+
+
+def test_trajectory_without_utility_has_no_utility_hypervolume():
+    """A run that measured no utility along training: HV (FE, UR) is n/a, not 0; HV (FE, HS) stays."""
+    traj = [TradeOff(fe=0.0, nr=1.0, ur=1.0, hs=1.0, ts=0.0, hts=0.0),
+            TradeOff(fe=0.6, nr=1.0, ur=None, hs=0.9, ts=None, hts=None)]
+    s = trajectory_summary(traj)
+    assert s["hypervolume_fe_ur"] is None
+    assert s["hypervolume_fe_hs"] == pytest.approx(0.6 * 0.9)

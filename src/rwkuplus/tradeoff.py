@@ -187,6 +187,13 @@ def value_at(xs: Sequence[Number | None], ys: Sequence[Number | None], at: float
     return None
 
 
+def _measured_hypervolume(points: list[tuple], front: list[int]) -> float | None:
+    """The front's hypervolume; None when no checkpoint after the first (Before) measured the pair."""
+    if not any(_defined(x, y) for x, y in points[1:]):
+        return None
+    return hypervolume([points[i] for i in front])
+
+
 def trajectory_summary(trade_offs: Sequence[TradeOff], at: float = 0.5) -> dict:
     """Pareto fronts in (FE, UR) and (FE, HS), their hypervolumes against (0, 0), and UR, HS at FE = ``at``.
 
@@ -203,8 +210,8 @@ def trajectory_summary(trade_offs: Sequence[TradeOff], at: float = 0.5) -> dict:
     return {
         "pareto_fe_ur": front_ur,
         "pareto_fe_hs": front_hs,
-        "hypervolume_fe_ur": hypervolume([fe_ur[i] for i in front_ur]),
-        "hypervolume_fe_hs": hypervolume([fe_hs[i] for i in front_hs]),
+        "hypervolume_fe_ur": _measured_hypervolume(fe_ur, front_ur),
+        "hypervolume_fe_hs": _measured_hypervolume(fe_hs, front_hs),
         f"ur_at_fe_{at}": value_at(fe, ur, at),
         f"hs_at_fe_{at}": value_at(fe, hs, at),
     }
