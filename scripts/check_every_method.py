@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rwkuplus.methods import method_names
+from rwkuplus.methods import make_method, method_names
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--lora", action="store_true")
     args = p.parse_args()
     rows = []
-    for name in method_names():
+    for name in [n for n in method_names() if make_method(n).kind == "unlearning"]:  # not the tuning SFT
         out = Path(args.out) / name
         cmd = [sys.executable, "-m", "rwkuplus", "unlearn", "--method", name, "--targets", args.targets,
                "--out", str(out)] + (["--lora"] if args.lora else [])
