@@ -35,7 +35,7 @@ from .paths import home
 
 log = logging.getLogger(__name__)
 
-INJECTION_VERSION = 1
+INJECTION_VERSION = 2  # 2: replay in the question format, length-grouped batches
 
 #: What the "Before" model must reach on the default world (x100 for ROUGE, fractions for rates).
 THRESHOLDS = {
@@ -56,7 +56,7 @@ class InjectionSettings:
     warmup_ratio: float = 0.05
     max_length: int = 256
     seed: int = 0
-    replay_tokens: int = 48  # length of the base model's replayed answers
+    replay_tokens: int = 48  # length of the replayed answers to instructions (questions: the evaluation's 30)
     mode: str = "full"  # "full" fine-tuning, or "lora" (an adapter merged into the weights afterwards)
     lora_rank: int = 64
     lora_alpha: int = 128
@@ -155,7 +155,7 @@ def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16)
     questions = [q for q in lines if q.endswith("?")]
     instructions = [q for q in lines if not q.endswith("?")]
     prompts = [question_prompt(tokenizer, q) for q in questions]
-    answers = generate(model, tokenizer, prompts, max_new_tokens=min(30, max_new_tokens), batch_size=batch_size)
+    answers = generate(model, tokenizer, prompts, batch_size=batch_size)  # the evaluation's length and newline stop
     chat = [chat_prompt(tokenizer, q) for q in instructions]
     answers += generate(model, tokenizer, chat, max_new_tokens=max_new_tokens, batch_size=batch_size,
                         stop_at_newline=False)
