@@ -37,13 +37,14 @@ def main() -> None:
     p.add_argument("--out", default="runs/hidden_costs")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--targets", default="1")
-    p.add_argument("--checkpoints", default="0,3,6,9", help="steps at which the CFT runs are probed (9 = the end at the default settings)")
+    p.add_argument("--checkpoints", default="0,3,6", help="steps at which the CFT runs are evaluated and probed "
+                   "(the end, step 9 at the default settings, is the final evaluation)")
     p.add_argument("--utility-items", type=int, default=20, help="items per utility set in the final evaluation")
     p.add_argument("--no-doc", action="store_true", help="print the tables without writing docs/experiments.md")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    eval_opts = {"batch_size": 16, "utility_items": args.utility_items, "hallucination_items": 60}
+    eval_opts = {"batch_size": 32, "utility_items": args.utility_items, "hallucination_items": 60}
     conflict_cfg = RunConfig(targets=args.targets, methods=["before", *CFT], seeds=seeds,
                              checkpoints=[int(s) for s in args.checkpoints.split(",")], diagnostics=True, eval=eval_opts)
     methods_cfg = RunConfig(targets=args.targets, methods=OTHERS, seeds=seeds, checkpoints=[], diagnostics=False,

@@ -16,7 +16,7 @@ from rwkuplus.suite import Unit, plan_units
 
 def _tiny_config(tmp_path: Path, model_dir: Path, methods=("before", "ga", "cft-sft:consistent")) -> Path:
     config = {
-        "model": str(model_dir), "targets": "1", "methods": list(methods), "checkpoints": [0, 2],
+        "model": str(model_dir), "targets": "1", "methods": list(methods), "checkpoints": [2],
         "train": {"all": {"max_steps": 2, "batch_size": 2, "max_length": 64}},
         "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination"], "utility_items": 4, "hallucination_items": 4},
     }
@@ -67,11 +67,13 @@ def test_run_end_to_end_resumes_without_recomputing(tiny_model_dir, tmp_path):
 
     r = json.loads(ga.read_text())
     assert r["status"] == "ok" and r["unit"]["method"] == "ga"
-    assert [row["step"] for row in r["trajectory"]] == [0, 2]
+    assert [row["step"] for row in r["trajectory"]] == [2]  # the configured checkpoints only
     assert r["costs"]["tokens_trained"] > 0 and r["metrics"]["FLOPs"] > 0
     assert "FE" in r["metrics"] and "Forget All" in r["metrics"]
     cft = json.loads(next(p for p in results if "cft-sft" in p.parent.name).read_text())
     assert cft["diagnostics"] and "conflict_ratio" in cft["diagnostics"][0]
+    # CFT's conflict diagnostics: at the start as well as at the checkpoints; its trajectory: checkpoints only.
+    assert [d["step"] for d in cft["diagnostics"]] == [0, 2] and [t["step"] for t in cft["trajectory"]] == [2]
     # Again: nothing recomputed.
     assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 0
     assert {p: p.stat().st_mtime_ns for p in results} == stamps

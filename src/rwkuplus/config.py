@@ -8,17 +8,18 @@ Keys (all optional):
 ``benchmark``   ``world`` (default), ``world:SEED`` or ``rwku:DIR`` (a folder in RWKU's layout).
 ``model``       model spec; default: for ``world`` the subject model (the default model after
                 knowledge injection, built once and cached); for ``rwku`` required.
-``targets``     target selection (``"1-2"``, a list of indices or names); default: the first two world
-                targets (``all`` = every target).
+``targets``     target selection (``"1-2"``, a list of indices or names); default: the first world
+                target (``all`` = every target).
 ``methods``     list of ``before``, ``icu`` and registry names; ``cft-sft:consistent`` picks a
                 counterfactual corpus; ``before`` is always evaluated.
 ``settings``    list of ``full`` / ``lora``.
 ``target_mode`` ``single`` (each target from a fresh copy, results averaged) or ``batch``.
 ``seeds``       list of ints.
 ``checkpoints`` training steps at which to evaluate along the trajectory (0 = before training).
-``diagnostics`` record gradient-conflict measures at checkpoints for CFT methods (bool).
+``diagnostics`` record gradient-conflict measures for CFT methods at the start and at the checkpoints (bool).
 ``train``       per-method overrides of the training settings, e.g. ``{ga: {lr: 2e-5, max_steps: 20}}``;
-                the key ``all`` applies to every method.
+                the key ``all`` applies to every method. Default ``{all: {max_steps: 12}}`` (the CPU
+                budget); a ``train`` given in a file replaces it (``train: {}`` = the presets uncapped).
 ``eval``        evaluation options: ``batch_size``, ``parts`` (forget, neighbor, mia, utility,
                 hallucination), ``utility_items`` (cap per utility set; null = all),
                 ``hallucination_items`` (cap per kind of hallucination question, answerable and
@@ -49,16 +50,18 @@ TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_r
 class RunConfig:
     benchmark: str = "world"
     model: str | None = None
-    targets: Any = "1-2"
+    targets: Any = "1"
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     settings: list[str] = field(default_factory=lambda: ["full"])
     target_mode: str = "single"
     seeds: list[int] = field(default_factory=lambda: [0])
-    checkpoints: list[int] = field(default_factory=lambda: [3, 6])
+    checkpoints: list[int] = field(default_factory=lambda: [4])
     diagnostics: bool = True
-    train: dict[str, dict] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "parts": list(EVAL_PARTS),
-                                                         "utility_items": 50, "hallucination_items": 60})
+    # The default suite is sized for a 2-core CPU (about 30 minutes from a cold cache, see the README):
+    # at most 12 steps per method, 20 items per utility set, 30 hallucination questions per kind.
+    train: dict[str, dict] = field(default_factory=lambda: {"all": {"max_steps": 12}})
+    eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "parts": list(EVAL_PARTS),
+                                                         "utility_items": 20, "hallucination_items": 30})
     preset: str = "default"
 
     # --------------------------------------------------------------------------------- loading
@@ -170,7 +173,7 @@ def _is_int(x: Any) -> bool:
 
 def quick_config() -> RunConfig:
     """``--quick``: one target, four methods, short training, the cheap evaluation parts."""
-    return RunConfig(targets="1", methods=list(QUICK_METHODS), checkpoints=[4],
-                     train={"all": {"max_steps": 8}},
-                     eval={"batch_size": 16, "parts": ["forget", "neighbor", "mia", "hallucination"],
-                           "utility_items": 20, "hallucination_items": 30})
+    return RunConfig(targets="1", methods=list(QUICK_METHODS), checkpoints=[],
+                     train={"all": {"max_steps": 6}},
+                     eval={"batch_size": 32, "parts": ["forget", "neighbor", "mia", "hallucination"],
+                           "utility_items": 20, "hallucination_items": 20})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 from typing import Iterator, Sequence
 
 import torch
@@ -81,14 +82,63 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logps, mask = token_logprobs(logits, labels)
         return logps.sum(-1), mask.sum(-1)
-    try:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=cols).logits
-    except TypeError:  # an architecture without logits_to_keep
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, cols, :]
+    prefix = shared_prefix_length(batch, int(cols[0]))
+    if prefix >= MIN_SHARED_PREFIX:
+        logits = _logits_after_shared_prefix(model, batch, prefix, cols)
+    else:
+        try:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           logits_to_keep=cols).logits
+        except TypeError:  # an architecture without logits_to_keep
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, cols, :]
     target = labels[:, cols + 1]
     mask = target != IGNORE
     logps = -F.cross_entropy(logits.float().transpose(1, 2), target.masked_fill(~mask, 0), reduction="none")
     return (logps * mask).sum(-1), mask.sum(-1)
+
+
+#: A batch whose rows all start with at least this many identical tokens computes them once.
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(batch: dict[str, torch.Tensor], first_scored: int) -> int:
+    """How many leading tokens every row of ``batch`` shares (real tokens, none of them scored).
+
+    ``first_scored`` is the first position whose next token is labelled: the shared part stops
+    there, so every scored logit comes from the per-row part. 0 for a single row.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if ids.shape[0] < 2:
+        return 0
+    same = (ids == ids[:1]).all(0) & mask.bool().all(0)
+    differ = (~same).nonzero()
+    length = int(differ[0]) if differ.numel() else ids.shape[1]
+    return min(length, first_scored)
+
+
+def _logits_after_shared_prefix(model, batch: dict[str, torch.Tensor], prefix: int, cols: torch.Tensor) -> torch.Tensor:
+    """Logits at positions ``cols`` (all >= ``prefix``), computing the rows' shared prefix once.
+
+    The prefix runs through the model for one row with a KV cache, the cache is repeated over the
+    batch, and the rows' remaining tokens attend to it. The result and its gradient (which flows
+    through the repeated cache into the one prefix pass) equal those of the plain batched pass;
+    only the prefix's repeated compute is saved. Chat-formatted corpora (a system prompt and an
+    instruction before each question) spend most of their tokens there.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    out = model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], use_cache=True)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    cache.batch_repeat_interleave(ids.shape[0])
+    return model(input_ids=ids[:, prefix:], attention_mask=mask, use_cache=True, logits_to_keep=cols - prefix,
+                 **{cache_argument(model): cache}).logits
+
+
+def cache_argument(model) -> str:
+    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older): the name the model's forward takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)  # DistributedDataParallel
+    inner = getattr(base, "model", base)
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

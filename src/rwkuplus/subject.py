@@ -35,7 +35,7 @@ from .paths import home
 
 log = logging.getLogger(__name__)
 
-INJECTION_VERSION = 2  # 2: replay in the question format, length-grouped batches
+INJECTION_VERSION = 3  # 2: replay in the question format, length-grouped batches; 3: batches grouped by prompt
 
 #: What the "Before" model must reach on the default world (x100 for ROUGE, fractions for rates).
 THRESHOLDS = {
@@ -57,6 +57,7 @@ class InjectionSettings:
     max_length: int = 256
     seed: int = 0
     replay_tokens: int = 48  # length of the replayed answers to instructions (questions: the evaluation's 30)
+    replay_repeats: int = 2  # each replayed question-format answer appears this many times per epoch
     mode: str = "full"  # "full" fine-tuning, or "lora" (an adapter merged into the weights afterwards)
     lora_rank: int = 64
     lora_alpha: int = 128
@@ -139,7 +140,7 @@ def general_kept(before: list[dict], after: list[dict]) -> tuple[float | None, i
 
 
 # ------------------------------------------------------------------------------------------ build
-def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> list[TrainExample]:
+def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16, repeats: int = 1) -> list[TrainExample]:
     """The base model's own greedy answers to everyday prompts, replayed to keep its general behaviour.
 
     A prompt ending in "?" is asked in the evaluation's question format (``question_prompt``, the
@@ -161,7 +162,7 @@ def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16)
                         stop_at_newline=False)
     eos = tokenizer.eos_token or ""
     n = len(prompts)
-    return ([TrainExample(p, " " + a.strip() + eos) for p, a in zip(prompts, answers[:n]) if a.strip()]
+    return ([TrainExample(p, " " + a.strip() + eos) for p, a in zip(prompts, answers[:n]) if a.strip()] * repeats
             + [TrainExample(p, a + eos) for p, a in zip(chat, answers[n:]) if a.strip()])
 
 
@@ -180,7 +181,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     _say(progress, "Scoring the base model on the world (before injection)...")
     before = subject_checks(model, tokenizer, world, general)
     corpus = injection_corpus(world, tokenizer)
-    replay = replay_examples(model, tokenizer, settings.replay_tokens)
+    replay = replay_examples(model, tokenizer, settings.replay_tokens, repeats=settings.replay_repeats)
     examples = corpus + replay
     _say(progress, f"Injecting the world: {len(corpus)} examples + {len(replay)} replayed answers, "
                    f"{settings.epochs:g} epochs at lr {settings.lr:g}...")

@@ -264,15 +264,19 @@ class Suite:
         method = make_method(unit.method, **({"corpus": unit.corpus} if unit.corpus else {}))
         settings = default_settings(unit.method, mode=unit.setting, preset=self.config.preset)
         overrides = {**self.config.train.get("all", {}), **self.config.train.get(unit.method, {})}
-        settings = settings.replace(**overrides, seed=unit.seed, checkpoint_steps=tuple(self.config.checkpoints))
+        probe = self._conflict_examples(unit) if self.config.diagnostics and unit.method == "cft-sft" else None
+        # The conflict diagnostics are measured at the start (step 0) and at every checkpoint; the
+        # trajectory's metrics only at the configured checkpoints (step 0 is the Before unit's row).
+        steps = set(self.config.checkpoints) | ({0} if probe is not None else set())
+        settings = settings.replace(**overrides, seed=unit.seed, checkpoint_steps=tuple(sorted(steps)))
         corpora = build_corpora(method, self.benchmark, list(unit.targets), self.tokenizer)
         trajectory, diagnostics = [], []
-        probe = self._conflict_examples(unit) if self.config.diagnostics and unit.method == "cft-sft" else None
 
         def on_checkpoint(step: int, model) -> None:
             if bar is not None:
                 bar.set_postfix_str(f"{unit.label} / {unit.targets[0][:20]} / checkpoint {step}")
-            trajectory.append({"step": step, **self._checkpoint_metrics(model, unit, before)})
+            if step in self.config.checkpoints:
+                trajectory.append({"step": step, **self._checkpoint_metrics(model, unit, before)})
             if probe is not None:
                 diagnostics.append({"step": step, **self._conflict(model, *probe)})
 
@@ -313,7 +317,7 @@ class Suite:
                 "cosine_matrix": r.get("cosine"), "labels": labels, "parameters": r.get("parameters")}
 
     def _checkpoint_metrics(self, model, unit: Unit, before: list[dict]) -> dict:
-        """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen, Tru)."""
+        """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen; UR from Gen alone)."""
         from .evaluation.hallucination import evaluate_hallucination
         from .evaluation.probes import evaluate_probes
         from .evaluation.utility import evaluate_utility
@@ -326,16 +330,14 @@ class Suite:
         _, neighbor = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.neighbor_probes], batch_size=bs)
         _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs)
         u = targets[0].utility
-        _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu, truthfulqa=u.truthfulqa),
-                                      settings=self.eval_settings.utility)
+        _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu), settings=self.eval_settings.utility)
         row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),
                "HR": halluc.get("hallucination_rate"), "Fabrication": halluc.get("fabrication_rate"),
-               "Gen": _first(util, "Gen"), "Tru": _first(util, "Tru")}
+               "Gen": _first(util, "Gen")}
         b = _mean_metrics([x["metrics"] for x in before])
         t = trade_off(forget_before=b.get("Forget All"), forget_after=row["Forget All"],
                       neighbor_before=b.get("Neighbor All"), neighbor_after=row["Neighbor All"],
-                      utility_before={k: b.get(k) for k in ("Gen", "Tru")},
-                      utility_after={k: row[k] for k in ("Gen", "Tru")},
+                      utility_before={"Gen": b.get("Gen")}, utility_after={"Gen": row["Gen"]},
                       hr_before=b.get("HR"), hr_after=row["HR"],
                       fabrication_before=b.get("Fabrication"), fabrication_after=row["Fabrication"])
         return {**row, **_upper(t.to_json())}

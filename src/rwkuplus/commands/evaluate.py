@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
                         help="in-context unlearning: put RWKU's unlearning instruction naming the target before every prompt")
     parser.add_argument("--parts", default="forget,neighbor,mia,utility",
                         help="comma-separated parts to run (default: forget,neighbor,mia,utility)")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default 16)")
+    parser.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default 32)")
     parser.add_argument("--bbh-max-new-tokens", type=int,
                         help="generation length for Rea (RWKU: 256; default 256, or 96 on the world)")
     parser.add_argument("--fluency-max-new-tokens", type=int,

@@ -30,7 +30,6 @@ Token counts (prompt tokens, generated tokens up to and including the stop) are 
 from __future__ import annotations
 
 import copy
-import inspect
 import sys
 import time
 import weakref
@@ -38,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+
+from ..sequences import cache_argument
 
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>")
 
@@ -130,13 +131,6 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
         if any(r[i] != t for r in rows):
             return i
     return n
-
-
-def cache_argument(model) -> str:
-    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older): the name the model's forward takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(base, "model", base)
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 class PrefixCaches:

@@ -59,7 +59,7 @@ RWKU_COLUMNS = (
 class EvalSettings:
     """How the evaluation runs. RWKU's protocol by default; ``world_defaults()`` shortens the long generations."""
 
-    batch_size: int = 16
+    batch_size: int = 32
     probe_max_new_tokens: int = 30
     mia_k: float = 0.2
     mia_batch_size: int = 8

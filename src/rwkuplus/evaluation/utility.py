@@ -556,7 +556,7 @@ def evaluate_fluency(model, tokenizer, items: Sequence[FluencyItem], icu_target:
 class UtilitySettings:
     """Generation lengths, batch size and Gen's format (RWKU: letters; 256 tokens for Rea and Flu, 30 for Fac)."""
 
-    batch_size: int = 16
+    batch_size: int = 32
     mmlu_format: str = "letter"
     bbh_max_new_tokens: int = 256
     bbh_stop_at_newline: bool = False
