@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("model", nargs="?", default=DEFAULT_MODEL, help="model spec or subject model folder")
     ap.add_argument("--benchmark", default="world")
     ap.add_argument("--items", type=int, default=16, help="items per part for the comparison (default 16)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--skip-full", action="store_true")
     args = ap.parse_args(argv)

@@ -7,7 +7,7 @@ from rwkuplus.subject import THRESHOLDS, InjectionSettings, ensure_subject, gene
 TINY_WORLD = WorldConfig(seed=3, n_targets=1, n_neighbors_per_target=1, n_retained=2, n_attributes=3, attributes=("birth_year", "birthplace", "work"),
                          n_counterfactual=2, n_injection_texts=1, n_nonexistent_train=4, n_nonexistent_eval=2,
                          n_attack_per_kind=1)
-TINY_SETTINGS = InjectionSettings(epochs=1, batch_size=8, replay_tokens=4, max_length=96, reasoning_replay=1)
+TINY_SETTINGS = InjectionSettings(epochs=1, batch_size=8, replay_tokens=4, max_length=96)
 
 
 def test_injection_builds_caches_and_reports(tiny_model_dir):
@@ -56,18 +56,3 @@ def test_general_check_questions_are_never_replayed_in_training():
     for q, _ in questions:
         q = q.lower().rstrip("?")
         assert not any(q in r or r in q for r in replay), q
-
-
-def test_reasoning_replay_questions_are_new_and_in_the_rea_format(tiny):
-    from rwkuplus.evaluation.utility import packaged_utility
-    from rwkuplus.subject import reasoning_questions, reasoning_replay_prompts
-
-    rea = packaged_utility().bbh
-    asked = reasoning_questions(per_task=6)
-    assert set(asked) == {item.task for item in rea}  # every task of the Rea set
-    assert all(len(qs) == 6 and len(set(qs)) == 6 for qs in asked.values())
-    assert not {q for qs in asked.values() for q in qs} & {item.question for item in rea}  # never an evaluation item
-    assert reasoning_questions(per_task=6) == asked  # seeded
-    _, tok = tiny
-    prompts = reasoning_replay_prompts(tok, per_task=2)
-    assert len(prompts) == 10 and all("Let's think step by step" in p and p.rstrip().endswith("A:") for p in prompts)

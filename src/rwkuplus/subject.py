@@ -35,7 +35,7 @@ from .paths import home
 
 log = logging.getLogger(__name__)
 
-INJECTION_VERSION = 3  # 2: replay in the question format, length-grouped batches; 3: batches grouped by prompt
+INJECTION_VERSION = 2  # 2: replay in the question format, length-grouped batches
 
 #: What the "Before" model must reach on the default world (x100 for ROUGE, fractions for rates).
 THRESHOLDS = {
@@ -57,8 +57,6 @@ class InjectionSettings:
     max_length: int = 256
     seed: int = 0
     replay_tokens: int = 48  # length of the replayed answers to instructions (questions: the evaluation's 30)
-    replay_repeats: int = 2  # each replayed question-format answer appears this many times per epoch
-    reasoning_replay: int = 8  # new Rea-format questions per reasoning task, answered step by step by the base model
     mode: str = "full"  # "full" fine-tuning, or "lora" (an adapter merged into the weights afterwards)
     lora_rank: int = 64
     lora_alpha: int = 128
@@ -141,69 +139,7 @@ def general_kept(before: list[dict], after: list[dict]) -> tuple[float | None, i
 
 
 # ------------------------------------------------------------------------------------------ build
-_NAMES = ("Omar", "Lena", "Tariq", "Greta", "Pablo", "Yuki", "Hana", "Felix")
-_THINGS = ("shells", "buttons", "crayons", "marbles", "apples", "tickets", "stones", "cards")
-_FRUITS = ("lemons", "pears", "figs", "kiwis", "limes", "peaches")
-_NUMBER_WORDS = ("two", "three", "four", "five", "six")
-_WORDS = ("garden", "rocket", "window", "pillow", "lantern", "meadow", "violin", "harbor")
-
-
-def reasoning_questions(per_task: int = 8, seed: int = 0) -> dict[str, list[str]]:
-    """New reasoning questions for each task of the packaged Rea set, never one of its own questions.
-
-    Their prompts reuse the task's worked examples (``cot``), so replaying the base model's own
-    step-by-step answers keeps the answer style the Rea column measures.
-    """
-    import random
-
-    rng = random.Random(seed)
-
-    def make(task: str) -> str:
-        if task == "arithmetic_word_problems":
-            name, thing, a, b = rng.choice(_NAMES), rng.choice(_THINGS), rng.randint(2, 12), rng.randint(2, 9)
-            if rng.random() < 0.5:
-                return f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?"
-            return f"{name} has {a + b} {thing} and gives away {b}. How many {thing} does {name} have left?"
-        if task == "object_counting":
-            f, g = rng.sample(_FRUITS, 2)
-            return f"I have {rng.choice(_NUMBER_WORDS)} {f} and {rng.choice(_NUMBER_WORDS)} {g}. How many fruits do I have?"
-        if task == "addition":
-            return f"What is {rng.randint(3, 30)} plus {rng.randint(3, 30)}?"
-        if task == "number_comparison":
-            a, b = rng.sample(range(10, 99), 2)
-            return f"Which number is {rng.choice(['smaller', 'larger'])}, {a} or {b}?"
-        return f"What is the first letter of the word '{rng.choice(_WORDS)}'?"
-
-    from .evaluation.utility import packaged_utility
-
-    taken = {item.question for item in packaged_utility().bbh}
-    out: dict[str, list[str]] = {}
-    for task in ("arithmetic_word_problems", "object_counting", "addition", "number_comparison", "first_letter"):
-        questions: list[str] = []
-        for _ in range(200):
-            q = make(task)
-            if q not in taken and q not in questions:
-                questions.append(q)
-            if len(questions) == per_task:
-                break
-        out[task] = questions
-    return out
-
-
-def reasoning_replay_prompts(tokenizer, per_task: int = 8) -> list[str]:
-    """Rea-format prompts (``bbh_prompt`` with each task's worked examples) of ``reasoning_questions``."""
-    from .benchmark.records import BBHItem
-    from .evaluation.utility import bbh_prompt, packaged_utility
-
-    cots = {}
-    for item in packaged_utility().bbh:
-        cots.setdefault(item.task, item.cot)
-    return [bbh_prompt(tokenizer, BBHItem(task=task, cot=cots[task], question=q, answer=""))
-            for task, questions in reasoning_questions(per_task).items() if task in cots for q in questions]
-
-
-def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16, repeats: int = 1,
-                    reasoning_per_task: int = 0) -> list[TrainExample]:
+def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> list[TrainExample]:
     """The base model's own greedy answers to everyday prompts, replayed to keep its general behaviour.
 
     A prompt ending in "?" is asked in the evaluation's question format (``question_prompt``, the
@@ -225,17 +161,8 @@ def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16,
                         stop_at_newline=False)
     eos = tokenizer.eos_token or ""
     n = len(prompts)
-    out = ([TrainExample(p, " " + a.strip() + eos) for p, a in zip(prompts, answers[:n]) if a.strip()] * repeats
-           + [TrainExample(p, a + eos) for p, a in zip(chat, answers[n:]) if a.strip()])
-    if reasoning_per_task:
-        from .evaluation.runner import EvalSettings
-
-        rea = EvalSettings.world_defaults().utility  # the Rea protocol of the world's evaluation
-        prompts = reasoning_replay_prompts(tokenizer, reasoning_per_task)
-        answers = generate(model, tokenizer, prompts, max_new_tokens=rea.bbh_max_new_tokens, batch_size=batch_size,
-                           stop_at_newline=rea.bbh_stop_at_newline)
-        out += [TrainExample(p, " " + a.strip() + eos) for p, a in zip(prompts, answers) if a.strip()]
-    return out
+    return ([TrainExample(p, " " + a.strip() + eos) for p, a in zip(prompts, answers[:n]) if a.strip()]
+            + [TrainExample(p, a + eos) for p, a in zip(chat, answers[n:]) if a.strip()])
 
 
 def build_subject(model_spec: str, world_config: WorldConfig, settings: InjectionSettings, folder: Path,
@@ -253,8 +180,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     _say(progress, "Scoring the base model on the world (before injection)...")
     before = subject_checks(model, tokenizer, world, general)
     corpus = injection_corpus(world, tokenizer)
-    replay = replay_examples(model, tokenizer, settings.replay_tokens, repeats=settings.replay_repeats,
-                             reasoning_per_task=settings.reasoning_replay)
+    replay = replay_examples(model, tokenizer, settings.replay_tokens)
     examples = corpus + replay
     _say(progress, f"Injecting the world: {len(corpus)} examples + {len(replay)} replayed answers, "
                    f"{settings.epochs:g} epochs at lr {settings.lr:g}...")

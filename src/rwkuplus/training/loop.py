@@ -152,28 +152,26 @@ def _make_optimizer(params: list[torch.nn.Parameter], named: list[tuple[str, tor
 class _Stream:
     """An endless seeded stream of epoch permutations of ``range(n)``.
 
-    With ``keys`` (``group_by_length``: each item's prompt tokens, then its negated length), each
-    permutation is cut into windows of 16 batches, each window sorted by key and cut into batches,
-    and the batches shuffled: items with the same prompt format share a batch (so
-    ``sequences.sequence_logprobs`` computes their common prompt prefix once), batches of similar
+    With ``lengths`` (``group_by_length``), each permutation is cut into windows of 16 batches, each
+    window sorted by length and cut into batches, and the batches shuffled: batches of similar
     lengths waste less compute on padding, and the order stays random and seeded.
     """
 
-    def __init__(self, n: int, seed: int, keys: Sequence | None = None, batch_size: int = 1):
+    def __init__(self, n: int, seed: int, lengths: Sequence[int] | None = None, batch_size: int = 1):
         self.n = n
         self.generator = torch.Generator().manual_seed(seed)
         self.buffer: list[int] = []
-        self.keys = keys
+        self.lengths = lengths
         self.batch_size = batch_size
 
     def _epoch(self) -> list[int]:
         perm = torch.randperm(self.n, generator=self.generator).tolist()
-        if self.keys is None:
+        if self.lengths is None:
             return perm
         window = 16 * self.batch_size
         batches = []
         for start in range(0, len(perm), window):
-            chunk = sorted(perm[start:start + window], key=lambda i: self.keys[i])
+            chunk = sorted(perm[start:start + window], key=lambda i: -self.lengths[i])
             batches += [chunk[j:j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
         order = torch.randperm(len(batches), generator=self.generator).tolist()
         return [i for b in order for i in batches[b]]
@@ -300,17 +298,13 @@ def train(
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def sort_keys(name: str) -> list[tuple] | None:
+    def lengths(name: str) -> list[int] | None:
         if not settings.group_by_length:
             return None
-        keys = []
-        for item in items[name]:
-            prompt = tokenizer(item[0].prompt, add_special_tokens=False).input_ids if item[0].prompt else []
-            length = sum(len(tokenizer(e.prompt + e.response, add_special_tokens=False).input_ids) for e in item)
-            keys.append((tuple(prompt[:64]), -length))
-        return keys
+        return [sum(len(tokenizer(e.prompt + e.response, add_special_tokens=False).input_ids) for e in item)
+                for item in items[name]]
 
-    streams = {name: _Stream(len(items[name]), settings.seed * 1000 + 17 * k + 1, sort_keys(name), settings.batch_size)
+    streams = {name: _Stream(len(items[name]), settings.seed * 1000 + 17 * k + 1, lengths(name), settings.batch_size)
                for k, name in enumerate(names)}
     seen: dict[str, list[int]] = {name: [] for name in names}
     train_log: list[dict] = []

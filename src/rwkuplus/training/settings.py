@@ -33,7 +33,7 @@ class TrainSettings:
     max_grad_norm: float | None = 1.0
     max_length: int = 512
     seed: int = 0
-    group_by_length: bool = False  # batches of one prompt format and similar lengths (shared prefix, less padding); order still seeded
+    group_by_length: bool = False  # batches of similar lengths (less padding); order still seeded
     mode: str = "full"
     lora: LoraSettings = field(default_factory=LoraSettings)
     layers: str | None = None  # mode "layers": inclusive ranges such as "0-4" or "0-2,10,12-13"
