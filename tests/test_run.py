@@ -40,6 +40,9 @@ def test_config_errors_are_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing written for a bad configuration
     with pytest.raises(UserError, match="eval.parts"):
         RunConfig.from_dict({"eval": {"parts": ["forget", "vibes"]}})
+    # Evaluation options not given keep their defaults, however the configuration was built.
+    partial = RunConfig(eval={"batch_size": 4}).validate()
+    assert partial.eval["batch_size"] == 4 and partial.eval["parts"] == RunConfig().eval["parts"]
 
 
 def test_plan_units_single_and_batch():

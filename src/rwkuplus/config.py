@@ -87,8 +87,6 @@ class RunConfig:
             if key not in known:
                 raise UserError(f"{where}: unknown key {key!r}; expected one of {', '.join(known)}.")
         config = cls(**{k: v for k, v in data.items()})
-        if "eval" in data:  # partial eval options keep the other defaults
-            config.eval = {**cls().eval, **(data["eval"] or {})}
         return config.validate(where)
 
     def replace(self, **changes) -> RunConfig:
@@ -156,6 +154,8 @@ class RunConfig:
                     fail(f"eval.{k}", "a positive integer or null", v)
             else:
                 fail("eval", "a mapping with keys batch_size, parts, utility_items, hallucination_items", k)
+        defaults = RunConfig.__dataclass_fields__["eval"].default_factory()
+        self.eval = {**defaults, **self.eval}  # options not given keep their defaults
         if self.preset not in ("default", "rwku-llama3"):
             fail("preset", "'default' or 'rwku-llama3'", self.preset)
         return self
