@@ -9,22 +9,13 @@ from rwkuplus.evaluation.generation import (
     stop_token_ids,
 )
 from rwkuplus.evaluation.prompts import chat_prompt
+from rwkuplus.testing import sharpen
 
 QUESTIONS = [
     "Who is Alice?", "Where was Alice Smith born and in which year?", "x",
     "Please complete the blank in the following question. Question: ___ Answer:", "The quick brown fox",
     "abc", "Lyon painter 1970 The Silver Harbor", "I don't know", "a b c d e f", "Question: 1947",
 ]
-
-
-def sharpen(model, seed=0, std=0.5):
-    """Random weights large enough that greedy decoding produces varied text (the default init emits newlines)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 @pytest.fixture()

@@ -17,18 +17,10 @@ from rwkuplus.errors import UserError
 from rwkuplus.evaluation import utility as U
 from rwkuplus.evaluation.generation import GenerationStats
 from rwkuplus.evaluation.prompts import chat_prompt
+from rwkuplus.testing import sharpen
 from rwkuplus.sequences import encode_examples, sequence_logprobs
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
-
-
-def sharpen(model, seed=0, std=0.5):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 # ---- plain metric functions -------------------------------------------------------------------

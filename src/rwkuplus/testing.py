@@ -63,3 +63,16 @@ def make_tiny_model(folder: str | Path, seed: int = 0, hidden: int = 32, layers:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def sharpen(model, seed: int = 0, std: float = 0.5):
+    """Give a tiny model's matrices random weights large enough that greedy decoding produces varied
+    text (the default initialisation mostly emits newlines). Changes ``model`` in place and returns it."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
