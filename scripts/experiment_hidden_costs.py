@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--targets", default="1")
     p.add_argument("--checkpoints", default="0,3,6", help="steps at which the CFT runs are evaluated and probed "
-                   "(the end, step 9 at the default settings, is the final evaluation)")
+                   "(the end, step 12 at the default settings, is the final evaluation)")
     p.add_argument("--utility-items", type=int, default=20, help="items per utility set in the final evaluation")
     p.add_argument("--no-doc", action="store_true", help="print the tables without writing docs/experiments.md")
     args = p.parse_args()
