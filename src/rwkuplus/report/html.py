@@ -129,8 +129,8 @@ READ = {
         "when half the target knowledge is gone (blank when a method never got there)."
     ),
     "hallucination": (
-        "Left: rates after unlearning. <b>HR</b> (solid) = answerable questions about retained people and general "
-        "knowledge answered wrongly; <b>fabrication</b> (hatched) = questions about nonexistent people answered "
+        "Left: rates after unlearning. <b>HR</b> (solid) = answerable questions unrelated to the targets (the world's retained "
+        "people; for RWKU, TriviaQA and the neighbor probes) answered wrongly; <b>fabrication</b> (hatched) = questions about nonexistent people answered "
         "instead of refused. Right: the change of each rate from the Before model, with a 95% paired-bootstrap "
         "interval; an interval entirely right of zero is spillover: the method taught the model to make things "
         "up about people it was never trained on. Lower is better everywhere. The honesty split says how the "
