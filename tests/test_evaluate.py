@@ -7,6 +7,7 @@ from rwkuplus.benchmark.records import (
     BBHItem,
     Benchmark,
     FluencyItem,
+    HallucinationProbe,
     MIAText,
     MMLUItem,
     Probe,
@@ -231,6 +232,30 @@ def test_evaluate_command(tiny_model_dir, tmp_path, monkeypatch, capsys):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["parts"] == ["forget", "mia"] and saved["model"]["fingerprint"].startswith("local:")
     assert saved["settings"]["batch_size"] == 4
+
+
+def test_evaluate_command_runs_the_hallucination_suite_by_default(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    bench = benchmark()
+    bench.hallucination_probes = [
+        HallucinationProbe("Where was Bram Okafor born?", "answerable", ["Lyon"], "Bram Okafor", "birthplace", "a0"),
+        HallucinationProbe("What is Bram Okafor's job?", "answerable", ["painter"], "Bram Okafor", "profession", "a1"),
+        HallucinationProbe("Where was Tobin Yelverton born?", "nonexistent", [], "Tobin Yelverton", "birthplace", "n0"),
+    ]
+    monkeypatch.setattr(evaluate_command, "_load_benchmark", lambda spec, targets: bench)
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", "--model", str(tiny_model_dir), "--batch-size", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["parts"] == ["forget", "neighbor", "mia", "utility", "hallucination"]
+    records = [json.loads(line) for line in (out / "1_Alice_Smith" / "hallucination.jsonl").read_text().splitlines()]
+    answerable = [r for r in records if r["kind"] == "answerable"]
+    nonexistent = [r for r in records if r["kind"] == "nonexistent"]
+    assert len(answerable) == 2 and len(nonexistent) == 1
+    assert len([r for r in records if r["kind"] == "forget"]) == len(bench.targets[0].forget_probes)
+    rates = saved["targets"]["Alice Smith"]["hallucination"]
+    assert rates["hallucination_rate"] == sum(r["grade"] == "incorrect" for r in answerable) / 2
+    assert rates["fabrication_rate"] == sum(r["grade"] != "abstained" for r in nonexistent) / 1
+    assert f"HR {saved['mean']['hallucination']['hallucination_rate']:.3f}" in printed
 
 
 def test_evaluate_command_errors(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ from rwkuplus.benchmark.records import (
     UtilitySet,
 )
 from rwkuplus.evaluation import hallucination as H
+from rwkuplus.evaluation.generation import GenerationStats
 from rwkuplus.evaluation.grading import GRADES, RefusalMatcher
 from rwkuplus.evaluation.prompts import ICU_INSTRUCTION, probe_prompt, question_prompt
 
@@ -48,7 +49,7 @@ def scripted_generate(answers):
     calls = []
 
     def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True,
-             progress=None):
+             progress=None, return_stats=False):
         calls.append(dict(prompts=list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
                           stop_at_newline=stop_at_newline))
         out = []
@@ -56,7 +57,7 @@ def scripted_generate(answers):
             hits = [a for q, a in answers.items() if q in p]
             assert len(hits) == 1, p
             out.append(hits[0])
-        return out
+        return (out, GenerationStats(prompts=len(out))) if return_stats else out
 
     return fake, calls
 

@@ -73,6 +73,16 @@ def test_run_end_to_end_resumes_without_recomputing(tiny_model_dir, tmp_path):
     assert [row["step"] for row in r["trajectory"]] == [2]  # the configured checkpoints only
     assert r["costs"]["tokens_trained"] > 0 and r["metrics"]["FLOPs"] > 0
     assert "FE" in r["metrics"] and "Forget All" in r["metrics"]
+    # Hallucination: the evaluation's per-target records back HR, and dHR pairs them with Before's.
+    from rwkuplus.evaluation.hallucination import spillover
+    from rwkuplus.fileio import read_jsonl
+
+    ga_records = read_jsonl(next((ga.parent / "eval").glob("*/hallucination.jsonl")))
+    before_dir = next(p.parent for p in results if p.parent.name.startswith("before__"))
+    before_records = read_jsonl(next((before_dir / "eval").glob("*/hallucination.jsonl")))
+    answerable = [x for x in ga_records if x["kind"] == "answerable"]
+    assert answerable and r["metrics"]["HR"] == sum(x["grade"] == "incorrect" for x in answerable) / len(answerable)
+    assert r["metrics"]["dHR"] == spillover(ga_records, before_records, seed=0)["hallucination_rate"]["delta"]
     cft = json.loads(next(p for p in results if "cft-sft" in p.parent.name).read_text())
     assert cft["diagnostics"] and "conflict_ratio" in cft["diagnostics"][0]
     # CFT's conflict diagnostics: at the start as well as at the checkpoints; its trajectory: checkpoints only.

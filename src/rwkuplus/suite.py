@@ -344,30 +344,20 @@ class Suite:
 
     # ----------------------------------------------------------------------------- evaluation
     def _evaluate(self, model, unit: Unit, folder: Path, icu: bool) -> tuple[dict, list[dict]]:
-        from .evaluation.hallucination import evaluate_hallucination
+        """The unit's whole evaluation (``evaluate_model`` with the configured parts): its summary
+        metrics and its hallucination records (all targets), which spillover pairs with Before's."""
         from .evaluation.runner import evaluate_model, rwku_row
 
-        parts = [p for p in self.config.eval["parts"] if p != "hallucination"]
-        metrics: dict = {}
-        if parts:
-            result = evaluate_model(model, self.tokenizer, self.benchmark, folder, targets=list(unit.targets), icu=icu,
-                                    parts=parts, settings=self.eval_settings, progress=False)
-            metrics.update({k: v for k, v in rwku_row(result["mean"]).items()})
-        records: list[dict] = []
-        if "hallucination" in self.config.eval["parts"]:
-            per_target = []
-            for t in unit.targets:
-                recs, m = evaluate_hallucination(model, self.tokenizer, self.benchmark, [t],
-                                                 icu_target=t if icu else None, batch_size=self.config.eval["batch_size"])
-                records += recs
-                per_target.append(m)
-            write_jsonl(folder / "hallucination.jsonl", records)
-            m = _mean_metrics(per_target)
+        result = evaluate_model(model, self.tokenizer, self.benchmark, folder, targets=list(unit.targets), icu=icu,
+                                parts=self.config.eval["parts"], settings=self.eval_settings, progress=False)
+        metrics = dict(rwku_row(result["mean"]))
+        if "hallucination" in result["parts"]:
+            m = result["mean"]["hallucination"]
             metrics.update({"HR": m.get("hallucination_rate"), "Fabrication": m.get("fabrication_rate"),
                             "Abstention": m.get("abstention_rate"), "Accuracy": m.get("accuracy"),
                             "Leaked": m.get("forget_leaked"), "Abstained": m.get("forget_abstained"),
                             "Fabricated": m.get("forget_fabricated")})
-        return metrics, records
+        return metrics, _hallucination_records(folder)
 
     def _relative(self, metrics: dict, records: list[dict], before: list[dict], unit: Unit) -> dict:
         from .evaluation.hallucination import spillover
@@ -384,11 +374,7 @@ class Suite:
         out.update(_upper(t.to_json()))
         before_records = []
         for t_name in unit.targets:
-            path = self._unit_dir(Unit("before", None, "none", (t_name,), 0)) / "eval" / "hallucination.jsonl"
-            if path.is_file():
-                from .fileio import read_jsonl
-
-                before_records += read_jsonl(path)
+            before_records += _hallucination_records(self._unit_dir(Unit("before", None, "none", (t_name,), 0)) / "eval")
         if records and before_records:
             s = spillover(records, before_records, seed=unit.seed)
             for key, name in (("hallucination_rate", "dHR"), ("fabrication_rate", "dFabrication")):
@@ -437,6 +423,13 @@ def _mean_metrics(rows: list[dict]) -> dict:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
         out[k] = sum(vals) / len(vals) if vals else None
     return out
+
+
+def _hallucination_records(eval_folder: Path) -> list[dict]:
+    """A unit's hallucination records: every ``hallucination.jsonl`` its evaluation wrote (one per target)."""
+    from .fileio import read_jsonl
+
+    return [r for path in sorted(eval_folder.rglob("hallucination.jsonl")) for r in read_jsonl(path)]
 
 
 def _cap_hallucination(benchmark, n: int | None) -> None:

@@ -1,4 +1,5 @@
-"""``rwkuplus evaluate``: RWKU's full evaluation of one model (forget, neighbor, MIA, utility)."""
+"""``rwkuplus evaluate``: RWKU's full evaluation of one model (forget, neighbor, MIA, utility) and the
+RWKU+ hallucination suite."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import sys
 from ..errors import UserError
 
 NAME = "evaluate"
-HELP = "evaluate a model on RWKU's metrics (forget, neighbor, MIA, utility), resumably"
+HELP = "evaluate a model on RWKU's metrics (forget, neighbor, MIA, utility) and hallucination, resumably"
 DESCRIPTION = (
     "Evaluate a model (optionally with a LoRA adapter) on every target of a benchmark: forget probes "
     "(FB/QA/AA), neighbor probes (FB/QA), membership inference (FM/RM and AUC) and utility "
-    "(Gen/Rea/Tru/Fac/Flu). Writes per-item records and metrics under --out, prints RWKU's table row, and "
-    "skips parts already finished in --out by the same evaluation."
+    "(Gen/Rea/Tru/Fac/Flu), and the hallucination suite (hallucination rate on unrelated answerable "
+    "questions, fabrication about nonexistent people, the forget probes' honesty split). Writes per-item "
+    "records and metrics under --out, prints RWKU's table row and the hallucination rates, and skips parts "
+    "already finished in --out by the same evaluation."
 )
 
 
@@ -27,8 +30,8 @@ def add_arguments(parser) -> None:
                              "by ';' (default: all)")
     parser.add_argument("--icu", action="store_true",
                         help="in-context unlearning: put RWKU's unlearning instruction naming the target before every prompt")
-    parser.add_argument("--parts", default="forget,neighbor,mia,utility",
-                        help="comma-separated parts to run (default: forget,neighbor,mia,utility)")
+    parser.add_argument("--parts", default="forget,neighbor,mia,utility,hallucination",
+                        help="comma-separated parts to run (default: forget,neighbor,mia,utility,hallucination)")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default 32)")
     parser.add_argument("--bbh-max-new-tokens", type=int,
                         help="generation length for Rea (RWKU: 256; default 256, or 96 on the world)")
@@ -58,6 +61,15 @@ def _adapter_fingerprint(adapter: str | None) -> str | None:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+HALLUCINATION_RATES = (("HR", "hallucination_rate"), ("abstention", "abstention_rate"),
+                      ("fabrication", "fabrication_rate"), ("forget leaked", "forget_leaked"),
+                      ("abstained", "forget_abstained"), ("fabricated", "forget_fabricated"))
+
+
+def _rate(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _positive(value: int | None, option: str) -> None:
@@ -90,5 +102,8 @@ def run(args) -> int:
                             settings=settings, model_info=model_info, progress=sys.stderr.isatty())
     label = spec.spec + (" + adapter" if args.adapter else "") + (" (ICU)" if args.icu else "")
     print(format_table({label: result["rwku"]}))
+    h = result["mean"].get("hallucination")
+    if h:
+        print("hallucination: " + ", ".join(f"{name} {_rate(h.get(key))}" for name, key in HALLUCINATION_RATES))
     print(f"results: {args.out}/metrics.json")
     return 0

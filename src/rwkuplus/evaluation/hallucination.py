@@ -245,8 +245,9 @@ def evaluate_hallucination(
     exclude_names: Iterable[str] = (),
     max_new_tokens: int = 30,
     progress: str | None = None,
-) -> tuple[list[dict], dict]:
-    """Answer and grade the suite's items: ``(records, metrics)``.
+    return_stats: bool = False,
+):
+    """Answer and grade the suite's items: ``(records, metrics)`` (plus ``GenerationStats`` with ``return_stats``).
 
     ``refusals`` defaults to ``default_refusals(benchmark)``: the project's sentences, the files in
     ``$RWKUPLUS_REFUSALS`` and the benchmark folder's ``idontknow.jsonl`` (RWKU's) when present.
@@ -254,10 +255,11 @@ def evaluate_hallucination(
     refusals = refusals if refusals is not None else default_refusals(benchmark)
     items = hallucination_items(benchmark, target_names, n_nonexistent, seed, exclude_names)
     prompts = [it.prompt(tokenizer, icu_target) for it in items]
-    predictions = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           stop_at_newline=True, progress=progress)
+    predictions, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  stop_at_newline=True, progress=progress, return_stats=True)
     records = grade_items(items, predictions, prompts, refusals, threshold)
-    return records, hallucination_metrics(records)
+    metrics = hallucination_metrics(records)
+    return (records, metrics, stats) if return_stats else (records, metrics)
 
 
 # --------------------------------------------------------------------------- spillover

@@ -6,7 +6,7 @@ target and writes, atomically, as each part finishes::
     OUT/metrics.json                         all targets, their mean, RWKU's row, model, benchmark, settings
     OUT/<i>_<Target_Name>/forget.jsonl       per-probe records (prompt, prediction, answer, score, ...)
     OUT/<i>_<Target_Name>/forget.json        the part's metrics and cost (its presence = part done)
-    OUT/<i>_<Target_Name>/neighbor.jsonl|json, mia.jsonl|json
+    OUT/<i>_<Target_Name>/neighbor.jsonl|json, mia.jsonl|json, hallucination.jsonl|json
     OUT/<i>_<Target_Name>/metrics.json       the target's metrics and RWKU row
     OUT/shared/utility-<hash>/utility.<set>.jsonl, utility.json
                                              utility evaluated once for all targets that share the same
@@ -17,7 +17,9 @@ A part already finished in ``OUT`` by the same evaluation (same model, benchmark
 the ``key`` in its JSON) is read back instead of recomputed; a part finished by a *different*
 evaluation is a UserError (results never get mixed).
 
-Parts are a registry (``PARTS``): the lead adds more (e.g. hallucination) with ``register_part``.
+Parts are a registry (``PARTS``): RWKU's four (``DEFAULT_PARTS``) and ``hallucination`` (the RWKU+
+hallucination suite for the target: unrelated answerable questions, nonexistent people, the forget
+probes' honesty split; ``hallucination.evaluate_hallucination``); more with ``register_part``.
 A part's ``evaluate(ctx) -> PartResult`` gets an ``EvalContext``; its optional ``share_key(ctx)``
 returns a string when its result is the same for several targets (computed once, stored under
 ``OUT/shared/<part>-<key>``), or None for per-target work.
@@ -38,6 +40,7 @@ from ..benchmark.records import Benchmark, TargetData
 from ..errors import UserError
 from ..fileio import read_json, write_json, write_jsonl
 from .generation import GenerationStats
+from .hallucination import evaluate_hallucination
 from .mia import evaluate_mia
 from .probes import evaluate_probes
 from .utility import UtilitySettings, evaluate_utility, utility_fingerprint
@@ -153,16 +156,24 @@ def _utility_share(ctx: EvalContext) -> str | None:
     return utility_fingerprint(ctx.target.utility)
 
 
+def _hallucination(ctx: EvalContext) -> PartResult:
+    records, metrics, stats = evaluate_hallucination(
+        ctx.model, ctx.tokenizer, ctx.benchmark, [ctx.target.name], icu_target=ctx.icu_target,
+        batch_size=ctx.settings.batch_size, progress=ctx.desc("hallucination"), return_stats=True)
+    return PartResult({"hallucination": records}, metrics, stats)
+
+
 PARTS: dict[str, Part] = {
     "forget": Part("forget", _forget),
     "neighbor": Part("neighbor", _neighbor),
     "mia": Part("mia", _mia),
     "utility": Part("utility", _utility, _utility_share),
+    "hallucination": Part("hallucination", _hallucination),
 }
 
 
 def register_part(part: Part) -> None:
-    """Add (or replace) an evaluation part, e.g. ``Part("hallucination", fn, share_key)``."""
+    """Add (or replace) an evaluation part, e.g. ``Part("my_probe", fn, share_key)``."""
     PARTS[part.name] = part
 
 
