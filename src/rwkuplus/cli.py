@@ -47,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the console shows warnings; a run's INFO lines go to run.log
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(level)
     for noisy in ("transformers", "accelerate", "peft", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if not getattr(args, "_run", None):
