@@ -258,6 +258,39 @@ def test_evaluate_command_runs_the_hallucination_suite_by_default(tiny_model_dir
     assert f"HR {saved['mean']['hallucination']['hallucination_rate']:.3f}" in printed
 
 
+def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, monkeypatch):
+    from rwkuplus.evaluation import hallucination as H
+
+    model, tok = tiny
+    bench = benchmark()
+    bench.hallucination_probes = [
+        HallucinationProbe("Where was Bram Okafor born?", "answerable", ["Lyon"], "Bram Okafor", "birthplace", "a0"),
+        HallucinationProbe("Where was Tobin Yelverton born?", "nonexistent", [], "Tobin Yelverton", "birthplace", "n0"),
+    ]
+    asked = []
+    real = H.generate
+
+    def counting(model, tokenizer, prompts, **kw):
+        asked.append(list(prompts))
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(H, "generate", counting)
+    result = evaluate_model(model, tok, bench, tmp_path, parts=["hallucination"], settings=settings(), progress=False)
+    n_forget = [len(t.forget_probes) for t in bench.targets]
+    assert [len(a) for a in asked] == [2 + n_forget[0], n_forget[1]]  # the second target asks only its own
+    for t in bench.targets:
+        folder = tmp_path / target_folder_name(t, bench.targets.index(t) + 1)
+        records = [json.loads(line) for line in (folder / "hallucination.jsonl").read_text().splitlines()]
+        assert sorted(r["kind"] for r in records) == sorted(["answerable", "nonexistent"] + ["forget"] * len(t.forget_probes))
+    first, second = (result["targets"][t.name]["hallucination"] for t in bench.targets)
+    assert first["hallucination_rate"] == second["hallucination_rate"]
+    # Under ICU every prompt names its target, so nothing is shared.
+    asked.clear()
+    evaluate_model(model, tok, bench, tmp_path / "icu", parts=["hallucination"], icu=True, settings=settings(),
+                   progress=False)
+    assert [len(a) for a in asked] == [2 + n_forget[0], 2 + n_forget[1]]
+
+
 def test_evaluate_command_errors(tiny_model_dir, tmp_path, monkeypatch, capsys):
     code = cli.main(["evaluate", "--model", str(tiny_model_dir), "--parts", "forget,bogus", "--out", str(tmp_path)])
     assert code == 2

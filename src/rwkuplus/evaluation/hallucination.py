@@ -246,8 +246,14 @@ def evaluate_hallucination(
     max_new_tokens: int = 30,
     progress: str | None = None,
     return_stats: bool = False,
+    answers: dict[str, str] | None = None,
 ):
     """Answer and grade the suite's items: ``(records, metrics)`` (plus ``GenerationStats`` with ``return_stats``).
+
+    ``answers`` (prompt -> greedy answer of this same model) is read and filled: a prompt already in it
+    is not generated again. ``evaluate_model`` passes one per evaluation, so the questions every
+    target shares (the world's answerable and nonexistent-people questions, without ICU) are answered
+    once, not once per target.
 
     ``refusals`` defaults to ``default_refusals(benchmark)``: the project's sentences, the files in
     ``$RWKUPLUS_REFUSALS`` and the benchmark folder's ``idontknow.jsonl`` (RWKU's) when present.
@@ -255,8 +261,12 @@ def evaluate_hallucination(
     refusals = refusals if refusals is not None else default_refusals(benchmark)
     items = hallucination_items(benchmark, target_names, n_nonexistent, seed, exclude_names)
     prompts = [it.prompt(tokenizer, icu_target) for it in items]
-    predictions, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  stop_at_newline=True, progress=progress, return_stats=True)
+    answers = {} if answers is None else answers
+    todo = [p for p in dict.fromkeys(prompts) if p not in answers]
+    generated, stats = generate(model, tokenizer, todo, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                stop_at_newline=True, progress=progress, return_stats=True)
+    answers.update(zip(todo, generated))
+    predictions = [answers[p] for p in prompts]
     records = grade_items(items, predictions, prompts, refusals, threshold)
     metrics = hallucination_metrics(records)
     return (records, metrics, stats) if return_stats else (records, metrics)

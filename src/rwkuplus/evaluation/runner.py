@@ -97,6 +97,7 @@ class EvalContext:
     icu_target: str | None
     settings: EvalSettings
     progress: bool = False
+    memo: dict = field(default_factory=dict)  # shared by the targets of one evaluate_model call
 
     def desc(self, what: str) -> str | None:
         return f"{self.target.name}: {what}" if self.progress else None
@@ -159,7 +160,8 @@ def _utility_share(ctx: EvalContext) -> str | None:
 def _hallucination(ctx: EvalContext) -> PartResult:
     records, metrics, stats = evaluate_hallucination(
         ctx.model, ctx.tokenizer, ctx.benchmark, [ctx.target.name], icu_target=ctx.icu_target,
-        batch_size=ctx.settings.batch_size, progress=ctx.desc("hallucination"), return_stats=True)
+        batch_size=ctx.settings.batch_size, progress=ctx.desc("hallucination"), return_stats=True,
+        answers=ctx.memo.setdefault("hallucination_answers", {}))
     return PartResult({"hallucination": records}, metrics, stats)
 
 
@@ -286,9 +288,10 @@ def evaluate_model(
     cost = GenerationStats()
     seconds = 0.0
     counted: set[tuple[Path, str]] = set()  # shared parts count once in the cost
+    memo: dict = {}
     for target in chosen:
         folder = out / target_folder_name(target, positions.get(id(target), 0))
-        ctx = EvalContext(model, tokenizer, benchmark, target, target.name if icu else None, settings, progress)
+        ctx = EvalContext(model, tokenizer, benchmark, target, target.name if icu else None, settings, progress, memo)
         metrics: dict = {}
         for name in parts:
             part = PARTS[name]
