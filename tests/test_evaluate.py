@@ -291,6 +291,34 @@ def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, monkey
     assert [len(a) for a in asked] == [2 + n_forget[0], 2 + n_forget[1]]
 
 
+def test_honesty_split_reuses_the_forget_answers(tiny, tmp_path, monkeypatch):
+    from rwkuplus.evaluation import hallucination as H
+
+    model, tok = tiny
+    bench = benchmark()
+    bench.hallucination_probes = [
+        HallucinationProbe("Where was Bram Okafor born?", "answerable", ["Lyon"], "Bram Okafor", "birthplace", "a0"),
+    ]
+    asked = []
+    real = H.generate
+
+    def counting(model, tokenizer, prompts, **kw):
+        asked.append(list(prompts))
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(H, "generate", counting)
+    evaluate_model(model, tok, bench, tmp_path, targets=[bench.targets[0].name], parts=["forget", "hallucination"],
+                   settings=settings(), progress=False)
+    items = H.hallucination_items(bench, [bench.targets[0].name])
+    expected = [it.prompt(tok, None) for it in items if it.kind != "forget"]
+    assert len(asked) == 1 and sorted(asked[0]) == sorted(expected), (len(asked[0]), len(expected))  # no forget probe again
+    folder = tmp_path / target_folder_name(bench.targets[0], 1)
+    forget = [json.loads(line) for line in (folder / "forget.jsonl").read_text().splitlines()]
+    split = [r for r in map(json.loads, (folder / "hallucination.jsonl").read_text().splitlines()) if r["kind"] == "forget"]
+    assert len(split) == len(forget) > 0
+    assert [r["prompt"] for r in split] == [r["prompt"] for r in forget]
+    assert [r["prediction"] or "NOANSWER" for r in split] == [r["prediction"] for r in forget]
+
 def test_evaluate_command_errors(tiny_model_dir, tmp_path, monkeypatch, capsys):
     code = cli.main(["evaluate", "--model", str(tiny_model_dir), "--parts", "forget,bogus", "--out", str(tmp_path)])
     assert code == 2

@@ -245,6 +245,52 @@ def test_rt_cft_sft_and_sft_are_nll(pair):
     assert close(parts["injection"][0], -manual_logp(model, tok, "", FORGET[0])[0])
 
 
+def manual_topk_kl(teacher, model, tok, prompt: str, response: str, k: int) -> tuple[float, float]:
+    """KL(teacher's renormalised top-k || model) summed over the response's positions, and the
+    sum of -log(top-k mass) (what that KL is when model == teacher), one position at a time."""
+    p = tok(prompt, add_special_tokens=False).input_ids
+    r = tok(response, add_special_tokens=False).input_ids
+    ids = torch.tensor([p + r])
+    with torch.no_grad():
+        a = torch.log_softmax(teacher(input_ids=ids).logits[0].double(), -1)
+        b = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    kl, self_kl = 0.0, 0.0
+    for j in range(len(p), len(p) + len(r)):
+        top = a[j - 1].topk(k)
+        mass = top.values.exp().sum()
+        q = top.values.exp() / mass
+        kl += float((q * (q.log() - b[j - 1][top.indices])).sum())
+        self_kl += float(-mass.log())
+    return kl, self_kl
+
+
+def test_sft_soft_targets_train_on_top_k_kl_to_the_teacher(pair):
+    from rwkuplus.methods.sft import teacher_targets
+
+    model, teacher, tok = pair
+    items = [(TrainExample("Question: Where was Alice born?\nAnswer:", " In Lyon, long ago."),),
+             (TrainExample("Question: What did she paint?\nAnswer:", " The Silver Harbor."),)]
+    soft = teacher_targets(teacher, tok, [it[0] for it in items], top_k=5, offset=0)
+    soft = {1: soft[1]}  # item 1 distilled, item 0 plain NLL
+    sft = make_method("sft", corpus_name="injection", soft_targets=soft)
+    parts = sft.loss_parts(model, {"injection": sft.encode(tok, items, [0, 1], 512)})
+    ex0, ex1 = items[0][0], items[1][0]
+    assert close(parts["injection"][0], -manual_logp(model, tok, ex0.prompt, ex0.response)[0])
+    kl, _ = manual_topk_kl(teacher, model, tok, ex1.prompt, ex1.response, 5)
+    assert kl > 0.01 and close(parts["injection"][1], kl)
+    # At the teacher itself the loss is only the mass left out of the top k: -log(mass) per token.
+    same = make_method("sft", corpus_name="injection", soft_targets=soft)
+    parts = same.loss_parts(teacher, {"injection": same.encode(tok, items, [1], 512)})
+    _, self_kl = manual_topk_kl(teacher, teacher, tok, ex1.prompt, ex1.response, 5)
+    assert close(parts["injection"][0], self_kl)
+    double = make_method("sft", corpus_name="injection", soft_weight=2.0, soft_targets=soft)
+    parts = double.loss_parts(model, {"injection": double.encode(tok, items, [1], 512)})
+    assert close(parts["injection"][0], 2 * kl)
+    with pytest.raises(ValueError, match="covers"):
+        wrong = make_method("sft", corpus_name="injection", soft_targets={0: soft[1]})
+        wrong.loss_parts(model, {"injection": wrong.encode(tok, items, [0], 512)})
+
+
 def test_icu_does_not_train():
     icu = make_method("icu")
     assert icu.icu and not icu.trains and icu.corpora == ()

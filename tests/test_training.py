@@ -203,6 +203,13 @@ def test_layers_mode_is_inclusive_and_checked(tiny_model_dir):
         train(model, tok, make_method("ga"), {"forget": FORGET}, settings(mode="layers", layers="0-3"))
     with pytest.raises(UserError, match="--layers"):
         parse_layers("3-1")
+    # "all": every decoder layer moves, the (tied) embeddings and the final norm do not.
+    assert parse_layers("all") is None
+    model, tok, _ = load_model(str(tiny_model_dir), device="cpu")
+    before = params_of(model)
+    result = train(model, tok, make_method("gd"), {"forget": FORGET, "retain": RETAIN}, settings(mode="layers", layers="all"))
+    for n, p in result.model.named_parameters():
+        assert (not torch.equal(p, before[n])) == (".layers." in n), n
 
 
 def test_full_mode_npo_caches_reference_and_kl_keeps_a_frozen_copy(tiny_model_dir):

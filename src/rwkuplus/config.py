@@ -57,12 +57,12 @@ class RunConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     checkpoints: list[int] = field(default_factory=lambda: [4])
     diagnostics: bool = True
-    # The default suite is sized for a 2-core CPU (27 minutes once the subject model exists, see the
-    # README): 12 optimizer steps per method (max_steps overrides epochs), 20 items per utility set,
-    # 30 hallucination questions per kind.
+    # The default suite is sized for a 2-core CPU (under 30 minutes from a cold cache, subject model
+    # included; see the README): 12 optimizer steps per method (max_steps overrides epochs), 10 items
+    # per utility set, 20 hallucination questions per kind.
     train: dict[str, dict] = field(default_factory=lambda: {"all": {"max_steps": 12}})
     eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "parts": list(EVAL_PARTS),
-                                                         "utility_items": 20, "hallucination_items": 30})
+                                                         "utility_items": 10, "hallucination_items": 20})
     preset: str = "default"
 
     # --------------------------------------------------------------------------------- loading

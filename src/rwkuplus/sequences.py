@@ -69,19 +69,27 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each example's labelled tokens, and how many tokens were scored ([B] each).
+    """Summed log-probability of each example's labelled tokens, and how many tokens were scored ([B] each)."""
+    logits, target, mask = scored_logits(model, batch)
+    logps = -F.cross_entropy(logits.float().transpose(1, 2), target.masked_fill(~mask, 0), reduction="none")
+    return (logps * mask).sum(-1), mask.sum(-1)
 
-    The vocabulary projection is computed only at the positions that predict a labelled token in
-    some row of the batch (transformers' ``logits_to_keep``; the batch dimension is kept), which
-    skips most of the ``lm_head`` work on prompts; models without that argument score every position.
+
+def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits that predict labelled tokens: ``logits [B, C, V]``, their ``target`` ids and ``mask`` ([B, C]).
+
+    The C columns are the positions that predict a labelled token in some row of the batch, in
+    order, so row i's labelled tokens are ``target[i][mask[i]]``. The vocabulary projection is
+    computed only there (transformers' ``logits_to_keep``; the batch dimension is kept), which skips
+    most of the ``lm_head`` work on prompts; models without that argument project every position.
+    A prefix that every row shares is run once (``_logits_after_shared_prefix``).
     """
     labels = batch["labels"]
     scored = labels[:, 1:] != IGNORE
     cols = scored.any(0).nonzero().squeeze(1)  # position t predicts token t + 1
     if _EVERY_POSITION.get() or cols.numel() == 0 or cols.numel() == labels.shape[1] - 1:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps, mask = token_logprobs(logits, labels)
-        return logps.sum(-1), mask.sum(-1)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1, :]
+        return logits, labels[:, 1:], scored
     prefix = shared_prefix_length(batch, int(cols[0]))
     if prefix >= MIN_SHARED_PREFIX:
         logits = _logits_after_shared_prefix(model, batch, prefix, cols)
@@ -92,9 +100,7 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
         except TypeError:  # an architecture without logits_to_keep
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, cols, :]
     target = labels[:, cols + 1]
-    mask = target != IGNORE
-    logps = -F.cross_entropy(logits.float().transpose(1, 2), target.masked_fill(~mask, 0), reduction="none")
-    return (logps * mask).sum(-1), mask.sum(-1)
+    return logits, target, target != IGNORE
 
 
 #: A batch whose rows all start with at least this many identical tokens computes them once.

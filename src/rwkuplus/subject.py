@@ -1,11 +1,12 @@
 """The subject model: the default model after knowledge injection of the synthetic world.
 
-SmolLM2 does not know the world's fictional people, so a one-time fine-tune (the one training loop,
-plain NLL) teaches it the world's facts about targets, neighbor entities and retained people (in
-training phrasings; the evaluation phrasing is held out) and to say it does not know when asked
-about people who are not in the world. To keep the base model's general ability, the injection
-corpus also replays the base model's own greedy answers to a fixed list of everyday prompts
-(``data/replay_prompts.txt``, self-distillation).
+SmolLM2 does not know the world's fictional people, so a one-time fine-tune (the one training loop)
+teaches it the world's facts about targets, neighbor entities and retained people (in training
+phrasings; the evaluation phrasing is held out) and to say it does not know when asked about people
+who are not in the world. To keep the base model's general ability, the injection corpus also
+replays the base model's answers to a fixed list of everyday prompts (``data/replay_prompts.txt``),
+trained not on the NLL of its greedy tokens but on ``replay_weight`` x KL(base || model) to the base
+model's top-``replay_top_k`` distribution at each answer token (self-distillation, ``SFT.soft_targets``).
 
 The result is cached under ``$RWKUPLUS_HOME/subjects/<key>/`` (safetensors + tokenizer +
 ``subject.json``), keyed by a hash of model fingerprint + world configuration + injection settings.
@@ -35,7 +36,7 @@ from .paths import home
 
 log = logging.getLogger(__name__)
 
-INJECTION_VERSION = 2  # 2: replay in the question format, length-grouped batches
+INJECTION_VERSION = 3  # 2: replay in the question format, length-grouped batches; 3: replay distilled (KL)
 
 #: What the "Before" model must reach on the default world (x100 for ROUGE, fractions for rates).
 THRESHOLDS = {
@@ -57,15 +58,20 @@ class InjectionSettings:
     max_length: int = 256
     seed: int = 0
     replay_tokens: int = 48  # length of the replayed answers to instructions (questions: the evaluation's 30)
-    mode: str = "full"  # "full" fine-tuning, or "lora" (an adapter merged into the weights afterwards)
+    replay_top_k: int = 20  # replay trains on KL to the base model's top-k distribution; 0: NLL of its greedy answers
+    replay_weight: float = 2.0  # weight of a replayed answer's KL against a world example's NLL
+    mode: str = "layers"  # "full", "layers" (the decoder layers; embeddings frozen) or "lora" (merged afterwards)
+    layers: str | None = "all"  # mode "layers": which ("all": every decoder layer, embeddings frozen)
     lora_rank: int = 64
     lora_alpha: int = 128
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings) -> str:
+    replay = hashlib.sha256(_replay_prompts_text().encode()).hexdigest()  # what is replayed shapes the model
     blob = json.dumps({"version": INJECTION_VERSION, "model": resolve_model(model).fingerprint,
-                       "world": world_config.fingerprint(), "settings": asdict(settings)}, sort_keys=True)
+                       "world": world_config.fingerprint(), "settings": asdict(settings), "replay": replay},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -97,7 +103,7 @@ def general_questions() -> list[tuple[str, list[str]]]:
 
 
 def subject_checks(model, tokenizer, world: World, general: list[tuple[str, list[str]]] | None = None,
-                   batch_size: int = 16) -> dict:
+                   batch_size: int = 32) -> dict:
     """The scores that say whether the model knows the world: see THRESHOLDS; plus per-question records."""
     from .evaluation.generation import generate
     from .evaluation.grading import grade, load_refusal_matcher
@@ -139,7 +145,11 @@ def general_kept(before: list[dict], after: list[dict]) -> tuple[float | None, i
 
 
 # ------------------------------------------------------------------------------------------ build
-def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> list[TrainExample]:
+def _replay_prompts_text() -> str:
+    return resources.files("rwkuplus").joinpath("data/replay_prompts.txt").read_text(encoding="utf-8")
+
+
+def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 32) -> list[TrainExample]:
     """The base model's own greedy answers to everyday prompts, replayed to keep its general behaviour.
 
     A prompt ending in "?" is asked in the evaluation's question format (``question_prompt``, the
@@ -150,8 +160,7 @@ def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 16)
     from .evaluation.generation import generate
     from .evaluation.prompts import chat_prompt, question_prompt
 
-    text = resources.files("rwkuplus").joinpath("data/replay_prompts.txt").read_text(encoding="utf-8")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in _replay_prompts_text().splitlines() if line.strip()]
     questions = [q for q in lines if q.endswith("?")]
     instructions = [q for q in lines if not q.endswith("?")]
     prompts = [question_prompt(tokenizer, q) for q in questions]
@@ -169,6 +178,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
                   progress: bool = True) -> dict:
     """Inject the world into ``model_spec`` and save the subject model + ``subject.json`` into ``folder``."""
     from .methods import make_method
+    from .methods.sft import teacher_targets
     from .training.loop import train
     from .training.settings import TrainSettings
 
@@ -182,15 +192,19 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     corpus = injection_corpus(world, tokenizer)
     replay = replay_examples(model, tokenizer, settings.replay_tokens)
     examples = corpus + replay
+    # The replayed answers train on KL to the base model's distribution (self-distillation).
+    soft = (teacher_targets(model, tokenizer, replay, settings.replay_top_k, settings.max_length, offset=len(corpus))
+            if settings.replay_top_k else {})
     _say(progress, f"Injecting the world: {len(corpus)} examples + {len(replay)} replayed answers, "
                    f"{settings.epochs:g} epochs at lr {settings.lr:g}...")
     lora = LoraSettings(rank=settings.lora_rank, alpha=settings.lora_alpha, target_modules=tuple(settings.lora_targets))
     train_settings = TrainSettings(lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size,
                                    warmup_ratio=settings.warmup_ratio, schedule="cosine", max_length=settings.max_length,
-                                   seed=settings.seed, mode=settings.mode, lora=lora, group_by_length=True,
+                                   seed=settings.seed, mode=settings.mode, layers=settings.layers, lora=lora, group_by_length=True,
                                    max_forget_nll_per_token=None)
     bar = _step_bar(progress, train_settings.total_steps(len(examples)))
-    result = train(model, tokenizer, make_method("sft", corpus_name="injection"), {"injection": examples},
+    result = train(model, tokenizer, make_method("sft", corpus_name="injection", soft_weight=settings.replay_weight,
+                                           soft_targets=soft), {"injection": examples},
                    train_settings, on_step=(lambda row: bar.update(1)) if bar else None)
     if bar:
         bar.close()

@@ -326,9 +326,12 @@ class Suite:
 
         targets = [self.benchmark.target(t) for t in unit.targets]
         bs = self.config.eval["batch_size"]
-        _, forget = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.forget_probes], batch_size=bs)
+        answers: dict[str, str] = {}  # the honesty split asks the forget probes again: answered once
+        _, forget = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.forget_probes], batch_size=bs,
+                                    answers=answers)
         _, neighbor = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.neighbor_probes], batch_size=bs)
-        _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs)
+        _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs,
+                                           answers=answers)
         u = targets[0].utility
         _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu), settings=self.eval_settings.utility)
         row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),

@@ -1,4 +1,4 @@
-"""Seeded pools of fictional names for the synthetic world: people, cities, works, organisations, awards.
+"""Seeded pools of fictional names for the synthetic world: people, towns, works, organisations, awards.
 
 Everything here is deterministic given a seed (``random.Random`` seeded with a string, which does
 not depend on ``PYTHONHASHSEED``). The guarantees the world relies on:
@@ -56,13 +56,15 @@ LAST_NAMES = (
     "Rossetti", "Sandoval", "Tiernan", "Urquhart", "Valdivia", "Wilberforce", "Zabinski", "Arkwright",
     "Blenkinsop", "Cavendish", "Dunleavy", "Eriksdotter", "Fairweather", "Gallagher",
 )
-# Real cities: the fictional people live in the real world, which makes the facts easy to learn.
+# Invented towns, not real cities: with real ones (Florence, Lyon, ...) the injected birthplaces
+# overwrote the model's real geography (asked for the capital of Italy, the subject answered a
+# world birthplace). Disjoint from the other pools (tested).
 CITIES = (
-    "Lisbon", "Oslo", "Lyon", "Porto", "Geneva", "Krakow", "Dublin", "Vienna", "Prague", "Seville",
-    "Bergen", "Turin", "Ghent", "Tallinn", "Riga", "Zagreb", "Antwerp", "Bologna", "Valencia", "Edinburgh",
-    "Helsinki", "Marseille", "Hamburg", "Munich", "Milan", "Naples", "Budapest", "Warsaw", "Athens",
-    "Copenhagen", "Stockholm", "Rotterdam", "Brussels", "Salzburg", "Florence", "Bordeaux", "Nantes",
-    "Gothenburg", "Bilbao", "Lucerne",
+    "Almerno", "Bracovia", "Castelmar", "Dovrenza", "Esterlund", "Felsberga", "Galvanne", "Hollentor",
+    "Istravo", "Jarnvik", "Kelmora", "Lorvanne", "Maravel", "Norwenna", "Ostravel", "Pellmora",
+    "Quirenza", "Rovessa", "Sarvento", "Talmera", "Ulvenholm", "Varanza", "Zelmora", "Arvenna",
+    "Belmarro", "Cordavia", "Drevnik", "Elvaro", "Gorvenna", "Havrenne", "Istrelle", "Korvalla",
+    "Lunetta", "Mirvaska", "Nerevo", "Orlanza", "Perravik", "Selvanto", "Tirvena", "Valmoreno",
 )
 # Professions and the kind of work each is best known for.
 PROFESSIONS = {

@@ -56,7 +56,7 @@ from .records import (
 from .refusals import project_refusals
 
 # Bump when the generated content changes, so that cached worlds are regenerated.
-WORLD_VERSION = "1"
+WORLD_VERSION = "2"  # 2: invented towns instead of real cities
 log = logging.getLogger(__name__)
 
 

@@ -44,17 +44,26 @@ def evaluate_probes(
     max_new_tokens: int = 30,
     progress: str | None = None,
     return_stats: bool = False,
+    answers: dict[str, str] | None = None,
 ):
     """Answer and score ``probes``: ``(records, metrics)`` (plus ``GenerationStats`` with ``return_stats``).
+
+    ``answers`` (prompt -> greedy answer of this same model, 30 tokens, newline stop) is read and
+    filled, as in ``evaluate_hallucination``: a prompt already answered is not generated again
+    (the hallucination part's honesty split asks the forget probes again, in the same prompts).
 
     A record is ``{prompt, prediction, answer, score, level, type, kind, subject, neighbor}``;
     ``metrics`` holds FB, QA, AA (when there are level-3 probes) and All, x100.
     """
     prompts = [probe_prompt(tokenizer, p, icu_target) for p in probes]
-    outputs, stats = generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+    answers = {} if answers is None else answers
+    todo = [p for p in dict.fromkeys(prompts) if p not in answers]
+    generated, stats = generate(
+        model, tokenizer, todo, max_new_tokens=max_new_tokens, batch_size=batch_size,
         stop_at_newline=True, progress=progress, return_stats=True,
     )
+    answers.update(zip(todo, generated))
+    outputs = [answers[p] for p in prompts]
     records = []
     for probe, prompt, output in zip(probes, prompts, outputs):
         prediction = output or NO_ANSWER

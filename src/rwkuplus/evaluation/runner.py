@@ -63,7 +63,7 @@ class EvalSettings:
     """How the evaluation runs. RWKU's protocol by default; ``world_defaults()`` shortens the long generations."""
 
     batch_size: int = 32
-    probe_max_new_tokens: int = 30
+    probe_max_new_tokens: int = 30  # forget and neighbor probes, and the hallucination questions
     mia_k: float = 0.2
     mia_batch_size: int = 8
     utility: UtilitySettings = field(default_factory=UtilitySettings)
@@ -119,10 +119,18 @@ class Part:
     share_key: Callable[[EvalContext], str | None] | None = None
 
 
+def _answers(ctx: EvalContext, max_new_tokens: int) -> dict[str, str]:
+    """This evaluation's greedy answers (newline stop) by prompt, for one token limit: a prompt
+    several parts or targets ask (the forget probes again in the honesty split, the questions every
+    target shares) is generated once."""
+    return ctx.memo.setdefault(("answers", max_new_tokens), {})
+
+
 def _forget(ctx: EvalContext) -> PartResult:
+    n = ctx.settings.probe_max_new_tokens
     records, metrics, stats = evaluate_probes(
         ctx.model, ctx.tokenizer, ctx.target.forget_probes, ctx.icu_target, ctx.settings.batch_size,
-        ctx.settings.probe_max_new_tokens, progress=ctx.desc("forget"), return_stats=True)
+        n, progress=ctx.desc("forget"), return_stats=True, answers=_answers(ctx, n))
     return PartResult({"forget": records}, metrics, stats)
 
 
@@ -158,10 +166,11 @@ def _utility_share(ctx: EvalContext) -> str | None:
 
 
 def _hallucination(ctx: EvalContext) -> PartResult:
+    n = ctx.settings.probe_max_new_tokens  # the probes' length: the honesty split reuses the forget answers
     records, metrics, stats = evaluate_hallucination(
         ctx.model, ctx.tokenizer, ctx.benchmark, [ctx.target.name], icu_target=ctx.icu_target,
-        batch_size=ctx.settings.batch_size, progress=ctx.desc("hallucination"), return_stats=True,
-        answers=ctx.memo.setdefault("hallucination_answers", {}))
+        batch_size=ctx.settings.batch_size, max_new_tokens=n, progress=ctx.desc("hallucination"),
+        return_stats=True, answers=_answers(ctx, n))
     return PartResult({"hallucination": records}, metrics, stats)
 
 

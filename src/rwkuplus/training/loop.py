@@ -117,10 +117,11 @@ def prepare_model(model, settings: TrainSettings):
         else:
             model = add_lora(model, settings.lora)
     elif settings.mode == "layers":
-        wanted = set(parse_layers(settings.layers))
         present = {i for i in (_layer_index(n) for n, _ in model.named_parameters()) if i is not None}
         if not present:
             raise UserError("--layers: this model has no numbered layers (no '.layers.N.' parameters).")
+        chosen = parse_layers(settings.layers)
+        wanted = present if chosen is None else set(chosen)
         outside = sorted(wanted - present)
         if outside:
             raise UserError(f"--layers {settings.layers}: layers {outside} do not exist; the model has layers "

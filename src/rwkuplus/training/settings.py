@@ -3,7 +3,8 @@
 ``batch_size`` is the GLOBAL number of items per optimizer step (all processes and accumulation
 micro-steps together, RWKU's "batch 8"), so the same settings give the same run on 1 or N processes;
 each micro-batch holds ``batch_size / (processes * grad_accum)`` items of every corpus.
-Layer ranges are inclusive: ``"0-4"`` trains layers 0, 1, 2, 3 and 4 (RWKU's code trained 0..3).
+Layer ranges are inclusive: ``"0-4"`` trains layers 0, 1, 2, 3 and 4 (RWKU's code trained 0..3); ``"all"``
+every decoder layer, with the embeddings frozen.
 """
 
 from __future__ import annotations
@@ -119,8 +120,11 @@ class TrainSettings:
         return cls(**obj).validate()
 
 
-def parse_layers(spec: str) -> list[int]:
-    """``"0-4,10"`` -> [0, 1, 2, 3, 4, 10] (inclusive ranges)."""
+def parse_layers(spec: str) -> list[int] | None:
+    """``"0-4,10"`` -> [0, 1, 2, 3, 4, 10] (inclusive ranges); ``"all"`` -> None (every layer, not the
+    embeddings: the tied input/output embedding and the final norm stay frozen)."""
+    if str(spec).strip().lower() == "all":
+        return None
     out: list[int] = []
     for part in str(spec).split(","):
         part = part.strip()
@@ -130,7 +134,7 @@ def parse_layers(spec: str) -> list[int]:
             else:
                 a = b = int(part)
         except ValueError:
-            raise UserError(f"--layers {spec}: expected inclusive ranges such as 0-4 or 0-2,10.") from None
+            raise UserError(f"--layers {spec}: expected 'all' or inclusive ranges such as 0-4 or 0-2,10.") from None
         if a < 0 or b < a:
             raise UserError(f"--layers {spec}: the range {part} should be a-b with 0 <= a <= b.")
         out.extend(range(a, b + 1))
