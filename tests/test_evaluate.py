@@ -258,23 +258,29 @@ def test_evaluate_command_runs_the_hallucination_suite_by_default(tiny_model_dir
     assert f"HR {saved['mean']['hallucination']['hallucination_rate']:.3f}" in printed
 
 
-def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, monkeypatch):
+@pytest.fixture()
+def asked(monkeypatch):
+    """The prompt lists the hallucination part sends to generation, call by call."""
     from rwkuplus.evaluation import hallucination as H
 
+    calls = []
+    real = H.generate
+
+    def counting(model, tokenizer, prompts, **kw):
+        calls.append(list(prompts))
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(H, "generate", counting)
+    return calls
+
+
+def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, asked):
     model, tok = tiny
     bench = benchmark()
     bench.hallucination_probes = [
         HallucinationProbe("Where was Bram Okafor born?", "answerable", ["Lyon"], "Bram Okafor", "birthplace", "a0"),
         HallucinationProbe("Where was Tobin Yelverton born?", "nonexistent", [], "Tobin Yelverton", "birthplace", "n0"),
     ]
-    asked = []
-    real = H.generate
-
-    def counting(model, tokenizer, prompts, **kw):
-        asked.append(list(prompts))
-        return real(model, tokenizer, prompts, **kw)
-
-    monkeypatch.setattr(H, "generate", counting)
     result = evaluate_model(model, tok, bench, tmp_path, parts=["hallucination"], settings=settings(), progress=False)
     n_forget = [len(t.forget_probes) for t in bench.targets]
     assert [len(a) for a in asked] == [2 + n_forget[0], n_forget[1]]  # the second target asks only its own
@@ -291,7 +297,7 @@ def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, monkey
     assert [len(a) for a in asked] == [2 + n_forget[0], 2 + n_forget[1]]
 
 
-def test_honesty_split_reuses_the_forget_answers(tiny, tmp_path, monkeypatch):
+def test_honesty_split_reuses_the_forget_answers(tiny, tmp_path, asked):
     from rwkuplus.evaluation import hallucination as H
 
     model, tok = tiny
@@ -299,14 +305,6 @@ def test_honesty_split_reuses_the_forget_answers(tiny, tmp_path, monkeypatch):
     bench.hallucination_probes = [
         HallucinationProbe("Where was Bram Okafor born?", "answerable", ["Lyon"], "Bram Okafor", "birthplace", "a0"),
     ]
-    asked = []
-    real = H.generate
-
-    def counting(model, tokenizer, prompts, **kw):
-        asked.append(list(prompts))
-        return real(model, tokenizer, prompts, **kw)
-
-    monkeypatch.setattr(H, "generate", counting)
     evaluate_model(model, tok, bench, tmp_path, targets=[bench.targets[0].name], parts=["forget", "hallucination"],
                    settings=settings(), progress=False)
     items = H.hallucination_items(bench, [bench.targets[0].name])
