@@ -7,8 +7,7 @@ Soft targets (self-distillation). ``SFT.soft_targets`` may map an example's inde
 a teacher's next-token distribution at each of its labelled positions (``SoftTarget``: the top-k
 token ids and their renormalised probabilities, one row per labelled token). Such an example is
 trained on ``soft_weight`` x KL(teacher || model) summed over those positions instead of the NLL of
-its tokens:
-knowledge injection replays the base model's answers to everyday questions this way, so that the
+its tokens: knowledge injection replays the base model's answers to everyday questions this way, so that the
 model keeps the base model's whole distribution there, not just its greedy tokens.
 """
 
@@ -20,7 +19,7 @@ import torch
 
 from ..errors import UserError
 from ..sequences import scored_logits
-from .base import Method, MethodOutput, param, register
+from .base import Method, MethodOutput, nll_per_token, param, register
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class SFT(Method):
                 rows = torch.tensor([r for r, _ in soft_rows], device=loss.device)
                 loss = loss.index_put((rows,), self.params.soft_weight * torch.stack(kls))
             parts[name] = loss
-            stats[f"{name}_nll_per_token"] = float(-token_logp.detach().sum() / mask.sum().clamp(min=1))
+            stats[f"{name}_nll_per_token"] = nll_per_token(token_logp.sum(-1), mask.sum(-1))
         return MethodOutput(parts, stats)
 
 
