@@ -260,17 +260,17 @@ def test_evaluate_command_runs_the_hallucination_suite_by_default(tiny_model_dir
 
 @pytest.fixture()
 def asked(monkeypatch):
-    """The prompt lists the hallucination part sends to generation, call by call."""
-    from rwkuplus.evaluation import hallucination as H
+    """The prompt lists the evaluation's AnswerBook sends to generation, call by call."""
+    from rwkuplus.evaluation import answers as A
 
     calls = []
-    real = H.generate
+    real = A.generate_each
 
     def counting(model, tokenizer, prompts, **kw):
         calls.append(list(prompts))
         return real(model, tokenizer, prompts, **kw)
 
-    monkeypatch.setattr(H, "generate", counting)
+    monkeypatch.setattr(A, "generate_each", counting)
     return calls
 
 
@@ -283,7 +283,9 @@ def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, asked)
     ]
     result = evaluate_model(model, tok, bench, tmp_path, parts=["hallucination"], settings=settings(), progress=False)
     n_forget = [len(t.forget_probes) for t in bench.targets]
-    assert [len(a) for a in asked] == [2 + n_forget[0], n_forget[1]]  # the second target asks only its own
+    # Both targets' prompts in one call; the two questions they share asked once.
+    assert [len(a) for a in asked] == [2 + n_forget[0] + n_forget[1]]
+    assert len(set(asked[0])) == len(asked[0])
     for t in bench.targets:
         folder = tmp_path / target_folder_name(t, bench.targets.index(t) + 1)
         records = [json.loads(line) for line in (folder / "hallucination.jsonl").read_text().splitlines()]
@@ -294,7 +296,11 @@ def test_shared_hallucination_questions_are_answered_once(tiny, tmp_path, asked)
     asked.clear()
     evaluate_model(model, tok, bench, tmp_path / "icu", parts=["hallucination"], icu=True, settings=settings(),
                    progress=False)
-    assert [len(a) for a in asked] == [2 + n_forget[0], 2 + n_forget[1]]
+    assert [len(a) for a in asked] == [2 + n_forget[0] + 2 + n_forget[1]]
+    # Resuming a finished evaluation generates nothing.
+    asked.clear()
+    evaluate_model(model, tok, bench, tmp_path, parts=["hallucination"], settings=settings(), progress=False)
+    assert asked == []
 
 
 def test_honesty_split_reuses_the_forget_answers(tiny, tmp_path, asked):
@@ -308,14 +314,49 @@ def test_honesty_split_reuses_the_forget_answers(tiny, tmp_path, asked):
     evaluate_model(model, tok, bench, tmp_path, targets=[bench.targets[0].name], parts=["forget", "hallucination"],
                    settings=settings(), progress=False)
     items = H.hallucination_items(bench, [bench.targets[0].name])
-    expected = [it.prompt(tok, None) for it in items if it.kind != "forget"]
-    assert len(asked) == 1 and sorted(asked[0]) == sorted(expected), (len(asked[0]), len(expected))  # no forget probe again
+    others = [it.prompt(tok, None) for it in items if it.kind != "forget"]
+    forget_prompts = [it.prompt(tok, None) for it in items if it.kind == "forget"]
+    # One call for both parts; no forget probe asked twice.
+    assert len(asked) == 1 and sorted(asked[0]) == sorted(forget_prompts + others), (len(asked[0]), len(others))
     folder = tmp_path / target_folder_name(bench.targets[0], 1)
+    # Each prompt's cost is charged once, to the first part that used it.
+    charged = {part: json.loads((folder / f"{part}.json").read_text())["generation"]["prompts"]
+               for part in ("forget", "hallucination")}
+    assert charged == {"forget": len(forget_prompts), "hallucination": len(others)}
     forget = [json.loads(line) for line in (folder / "forget.jsonl").read_text().splitlines()]
     split = [r for r in map(json.loads, (folder / "hallucination.jsonl").read_text().splitlines()) if r["kind"] == "forget"]
     assert len(split) == len(forget) > 0
     assert [r["prompt"] for r in split] == [r["prompt"] for r in forget]
     assert [r["prediction"] or "NOANSWER" for r in split] == [r["prediction"] for r in forget]
+
+
+def test_probe_prompts_of_several_targets_are_answered_together(tiny, tmp_path, asked, monkeypatch):
+    """The runner answers the next targets' probe prompts in one call, at most PREFETCH_BATCHES
+    batches at a time; the answers equal those of each target evaluated alone."""
+    from rwkuplus.evaluation import runner
+
+    model, tok = tiny
+    bench = benchmark()
+    parts = ["forget", "neighbor"]
+    evaluate_model(model, tok, bench, tmp_path / "together", parts=parts, settings=settings(), progress=False)
+    from rwkuplus.evaluation.probes import probe_prompts
+
+    mine = [set(probe_prompts(tok, t.forget_probes + t.neighbor_probes)) for t in bench.targets]
+    n = [len(mine[0]), len(mine[1] - mine[0])]  # a prompt both targets ask is answered once
+    assert [len(a) for a in asked] == [sum(n)]
+    asked.clear()
+    small = settings()
+    small.batch_size = 1
+    monkeypatch.setattr(runner, "PREFETCH_BATCHES", n[0])  # room for the first target's prompts only
+    evaluate_model(model, tok, bench, tmp_path / "window", parts=parts, settings=small, progress=False)
+    assert [len(a) for a in asked] == n
+    for t in bench.targets:
+        alone = tmp_path / "alone" / t.name
+        evaluate_model(model, tok, bench, alone, targets=[t.name], parts=parts, settings=settings(), progress=False)
+        name = target_folder_name(t, bench.targets.index(t) + 1)
+        for part in parts:
+            assert ((tmp_path / "together" / name / f"{part}.jsonl").read_text()
+                    == (alone / name / f"{part}.jsonl").read_text())
 
 def test_evaluate_command_errors(tiny_model_dir, tmp_path, monkeypatch, capsys):
     code = cli.main(["evaluate", "--model", str(tiny_model_dir), "--parts", "forget,bogus", "--out", str(tmp_path)])

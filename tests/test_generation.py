@@ -144,3 +144,55 @@ def test_lora_wrapped_model(sharp, prompts):
     wrapped.train()
     assert generate(wrapped, tokenizer, prompts[:4], max_new_tokens=8, batch_size=4) == plain
     assert wrapped.training is True  # the caller's training mode is restored
+
+
+SHOTS_A = "Q: What colour is the sky? A: blue\nQ: What colour is grass? A: green\nQ: What colour is snow? A: white\n"
+SHOTS_B = "Translate into French: cat -> chat; dog -> chien; house -> maison; water -> eau; bread -> pain\n"
+
+
+def _prefill_tokens(model):
+    """A forward pre-hook counting the tokens of every multi-token forward pass (prefill, not decoding)."""
+    seen = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            seen.append(ids.numel())
+
+    return seen, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_prefix_groups_share_a_batch(sharp):
+    """Two few-shot prefixes in one batch: each group's prefix runs once, the caches are joined for
+    decoding, and the outputs equal one prompt at a time."""
+    model, tokenizer = sharp
+    prompts = [chat_prompt(tokenizer, shots + q) for shots in (SHOTS_A, SHOTS_B) for q in QUESTIONS[:5]]
+    single = [generate(model, tokenizer, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
+    seen, handle = _prefill_tokens(model)
+    try:
+        batched = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=16)
+    finally:
+        handle.remove()
+    assert batched == single
+    assert len(set(batched)) > 3
+    lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+    shots = min(len(tokenizer(s, add_special_tokens=False).input_ids) for s in (SHOTS_A, SHOTS_B))
+    # Without groups the batch shares only the chat template, and every row reads its few-shot text.
+    assert sum(seen) < sum(lengths) - 8 * shots
+
+
+def test_unjoinable_caches_fall_back_to_one_group(sharp, monkeypatch):
+    from rwkuplus.evaluation import generation
+
+    model, tokenizer = sharp
+    prompts = [chat_prompt(tokenizer, shots + q) for shots in (SHOTS_A, SHOTS_B) for q in QUESTIONS[:3]]
+    expected = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=16)
+    calls = []
+
+    def refuse(caches):
+        calls.append(len(caches))
+        return None
+
+    monkeypatch.setattr(generation, "_join_caches", refuse)
+    assert generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=16) == expected
+    assert calls == [2]  # tried once, then every batch runs as one group

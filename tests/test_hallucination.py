@@ -9,6 +9,7 @@ from rwkuplus.benchmark.records import (
     TriviaQAItem,
     UtilitySet,
 )
+from rwkuplus.evaluation import answers as A
 from rwkuplus.evaluation import hallucination as H
 from rwkuplus.evaluation.generation import GenerationStats
 from rwkuplus.evaluation.grading import GRADES, RefusalMatcher
@@ -48,8 +49,8 @@ def world_benchmark() -> Benchmark:
 def scripted_generate(answers):
     calls = []
 
-    def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True,
-             progress=None, return_stats=False):
+    def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True, progress=None):
+        """``generate_each``'s signature: the outputs and each prompt's cost."""
         calls.append(dict(prompts=list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
                           stop_at_newline=stop_at_newline))
         out = []
@@ -57,7 +58,7 @@ def scripted_generate(answers):
             hits = [a for q, a in answers.items() if q in p]
             assert len(hits) == 1, p
             out.append(hits[0])
-        return (out, GenerationStats(prompts=len(out))) if return_stats else out
+        return out, [GenerationStats(prompts=1) for _ in out]
 
     return fake, calls
 
@@ -71,7 +72,7 @@ def test_suite_grades_and_rates_on_scripted_answers(monkeypatch, tokenizer):
     answers = ({q: a for q, (_, a, _) in ANSWERABLE.items()} | {q: a for q, (a, _) in NONEXISTENT.items()}
                | FORGET_ANSWERS)
     fake, calls = scripted_generate(answers)
-    monkeypatch.setattr(H, "generate", fake)
+    monkeypatch.setattr(A, "generate_each", fake)
     records, metrics = H.evaluate_hallucination(None, tokenizer, world_benchmark(), [TARGET], batch_size=7,
                                                 refusals=RefusalMatcher([]))
     assert calls[0]["batch_size"] == 7 and calls[0]["max_new_tokens"] == 30 and calls[0]["stop_at_newline"]
@@ -99,7 +100,7 @@ def test_suite_grades_and_rates_on_scripted_answers(monkeypatch, tokenizer):
 def test_icu_instruction_reaches_every_prompt(monkeypatch, tokenizer):
     answers = {q: "x" for q in list(ANSWERABLE) + list(NONEXISTENT) + list(FORGET_ANSWERS)}
     fake, calls = scripted_generate(answers)
-    monkeypatch.setattr(H, "generate", fake)
+    monkeypatch.setattr(A, "generate_each", fake)
     records, _ = H.evaluate_hallucination(None, tokenizer, world_benchmark(), [TARGET], icu_target=TARGET,
                                           refusals=RefusalMatcher([]))
     icu = ICU_INSTRUCTION.format(target=TARGET)

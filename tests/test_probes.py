@@ -1,7 +1,6 @@
 import pytest
 
 from rwkuplus.benchmark.records import Probe
-from rwkuplus.evaluation import probes as probes_module
 from rwkuplus.evaluation.probes import NO_ANSWER, evaluate_probes, probe_metrics, score_prediction
 from rwkuplus.evaluation.prompts import probe_prompt
 
@@ -78,6 +77,8 @@ def test_probe_metrics_means():
 
 
 def test_evaluate_probes_scores_outputs(tiny, monkeypatch):
+    from rwkuplus.evaluation import answers as answers_module
+
     model, tok = tiny
     bank = [FB, QA, SUFFIX, ROLE, probe("Which city is Lyon in?", "France", "2", "simple question", neighbor="Lyon")]
     outputs = ["Lyon", "She was born in Paris", "", "Lyon, France", "It is in France"]
@@ -88,9 +89,9 @@ def test_evaluate_probes_scores_outputs(tiny, monkeypatch):
         from rwkuplus.evaluation.generation import GenerationStats
 
         seen.update(kw, prompts=prompts)
-        return list(outputs), GenerationStats(prompts=len(prompts))
+        return list(outputs), [GenerationStats(prompts=1) for _ in prompts]
 
-    monkeypatch.setattr(probes_module, "generate", fake_generate)
+    monkeypatch.setattr(answers_module, "generate_each", fake_generate)
     records, metrics = evaluate_probes(model, tok, bank, max_new_tokens=30)
     assert seen["stop_at_newline"] is True and seen["max_new_tokens"] == 30
     assert seen["prompts"] == [probe_prompt(tok, p) for p in bank]

@@ -318,20 +318,27 @@ class Suite:
 
     def _checkpoint_metrics(self, model, unit: Unit, before: list[dict]) -> dict:
         """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen; UR from Gen alone)."""
-        from .evaluation.hallucination import evaluate_hallucination
-        from .evaluation.probes import evaluate_probes
+        from .evaluation.answers import AnswerBook
+        from .evaluation.hallucination import evaluate_hallucination, hallucination_items
+        from .evaluation.probes import evaluate_probes, probe_prompts
         from .evaluation.utility import evaluate_utility
         from .benchmark.records import UtilitySet
         from .tradeoff import trade_off
 
         targets = [self.benchmark.target(t) for t in unit.targets]
         bs = self.config.eval["batch_size"]
-        answers: dict[str, str] = {}  # the honesty split asks the forget probes again: answered once
-        _, forget = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.forget_probes], batch_size=bs,
-                                    answers=answers)
-        _, neighbor = evaluate_probes(model, self.tokenizer, [p for t in targets for p in t.neighbor_probes], batch_size=bs)
+        n = self.eval_settings.probe_max_new_tokens
+        forget_probes = [p for t in targets for p in t.forget_probes]
+        neighbor_probes = [p for t in targets for p in t.neighbor_probes]
+        # Every prompt below in one batched call (the honesty split asks the forget probes again).
+        book = AnswerBook(model, self.tokenizer, n, bs)
+        book.fill(probe_prompts(self.tokenizer, forget_probes) + probe_prompts(self.tokenizer, neighbor_probes)
+                  + [it.prompt(self.tokenizer) for it in hallucination_items(self.benchmark, list(unit.targets))])
+        _, forget = evaluate_probes(model, self.tokenizer, forget_probes, batch_size=bs, max_new_tokens=n, answers=book)
+        _, neighbor = evaluate_probes(model, self.tokenizer, neighbor_probes, batch_size=bs, max_new_tokens=n,
+                                      answers=book)
         _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs,
-                                           answers=answers)
+                                           max_new_tokens=n, answers=book)
         u = targets[0].utility
         _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu), settings=self.eval_settings.utility)
         row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),

@@ -147,6 +147,7 @@ class PrefixCaches:
         self.device = next(model.parameters()).device
         self.arg = cache_argument(model)
         self.store: list[tuple[tuple[int, ...], object]] = []
+        self.joinable = True  # whether caches of several prefix groups can be joined into one batch
 
     def get(self, ids: Sequence[int]):
         ids = tuple(ids)
@@ -183,22 +184,112 @@ class PrefixCaches:
 MIN_SHARED_PREFIX = 8
 
 
-def _decode(model, input_ids: torch.Tensor, mask: torch.Tensor, shared: int, cache, arg: str, max_new_tokens: int,
-            stops: set[int], newline_ids: frozenset[int], tokenizer, sampler) -> list[list[int]]:
-    """Greedy (or sampled) decoding of one batch with the KV cache; a row leaves the batch when it stops.
+# A new batch costs about this many tokens' worth of work beyond its tokens: two extra forward passes,
+# one of them with a single row (planning heuristic).
+NEW_BATCH_COST = 64
 
-    ``input_ids``/``mask``: ``[shared prefix][left padding][rest of prompt]`` per row; ``cache`` holds
-    the shared prefix (or None). Returns each row's new tokens, up to and including its stop token.
+
+def plan_prefix_batches(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int, max_batch_tokens: int):
+    """Sort rows so that neighbours share prefixes, and cut them into batches.
+
+    ``limits[i]`` is the longest prefix row ``i`` may share (its remainder must keep what is scored).
+    Returns ``[(row indices, shared prefix length)]``. A row joins the current batch unless starting a
+    new batch costs fewer token passes: a new batch runs its own longer shared prefix once (extending
+    the cache of the previous prefix), so the choices of one question are scored after the question
+    has run once, while unrelated short rows still share one batch.
     """
-    n = input_ids.shape[0]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs = {arg: cache} if cache is not None else {}
-    out = model(input_ids=input_ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
-                use_cache=True, logits_to_keep=1, **kwargs)
+    order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
+    batches: list[tuple[list[int], int]] = []
+    current: list[int] = []
+    current_p = 0
+    width = 0
+    for i in order:
+        row = rows[i]
+        if current:
+            p = min(current_p, common_prefix_length([rows[current[0]], row]), limits[i])
+            new_width = max(width + current_p - p, len(row) - p)
+            join = (len(current) + 1) * new_width - len(current) * width
+            cached = min(common_prefix_length([rows[current[0]], row]), current_p)  # stored once this batch ran
+            fresh = (limits[i] - cached) + (len(row) - limits[i]) + NEW_BATCH_COST
+            fits = len(current) + 1 <= batch_size and (len(current) + 1) * new_width <= max_batch_tokens
+            if fits and join <= fresh:
+                current.append(i)
+                current_p, width = p, new_width
+                continue
+            batches.append((current, current_p))
+        current, current_p, width = [i], limits[i], len(row) - limits[i]
+    if current:
+        batches.append((current, current_p))
+    return batches
+
+
+def _cache_of(out):
     cache = getattr(out, "cache", None)
-    cache = cache if cache is not None else out.past_key_values
-    logits = out.logits[:, -1, :]
-    next_pos = positions[:, -1] + 1
+    return cache if cache is not None else out.past_key_values
+
+
+def _join_caches(caches: list):
+    """One KV cache holding the rows of ``caches`` in order, each left-padded (masked positions) to the
+    longest; None when a cache is not a plain per-layer key/value cache (sliding windows, ...)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = [getattr(c, "layers", None) for c in caches]
+    if any(ls is None or any(type(layer) is not DynamicLayer for layer in ls) for ls in layers):
+        return None
+    length = max(c.get_seq_length() for c in caches)
+    first = caches[0]
+    for i, layer in enumerate(first.layers):
+        for attr in ("keys", "values"):
+            parts = [getattr(ls[i], attr) for ls in layers]
+            setattr(layer, attr, torch.cat([torch.nn.functional.pad(x, (0, 0, length - x.shape[-2], 0)) for x in parts]))
+    return first
+
+
+def _prefill(model, caches: PrefixCaches, seqs: list[list[int]], groups: list[tuple[list[int], int]], pad: int):
+    """Run one batch's prompts through the model, group by group.
+
+    ``groups``: ``[(row indices, shared prefix length)]``. A group's prefix comes from ``caches`` (run
+    once); its rows' remainders are left-padded after it (``[prefix][padding][rest]``, positions
+    following the mask). The groups' caches are joined into one, each left-padded to the longest.
+    Returns ``(row order, cache, last logits, attention mask, next positions)`` (None when the caches
+    cannot be joined), rows in ``row order``.
+    """
+    device = caches.device
+    done = []
+    for rows, p in groups:
+        group = [seqs[i] for i in rows]
+        p = p if p >= MIN_SHARED_PREFIX else 0
+        width = max(len(x) - p for x in group)
+        ids = torch.full((len(group), p + width), pad, dtype=torch.long)
+        mask = torch.zeros((len(group), p + width), dtype=torch.long)
+        for r, x in enumerate(group):
+            rest = x[p:]
+            ids[r, :p] = torch.tensor(x[:p], dtype=torch.long)
+            ids[r, p + width - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            mask[r, :p] = 1
+            mask[r, p + width - len(rest):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {caches.arg: caches.expanded(group[0][:p], len(group))} if p else {}
+        out = model(input_ids=ids[:, p:].to(device), attention_mask=mask.to(device),
+                    position_ids=positions[:, p:].to(device), use_cache=True, logits_to_keep=1, **kwargs)
+        done.append((rows, _cache_of(out), out.logits[:, -1, :], mask, positions[:, -1] + 1))
+    cache = done[0][1] if len(done) == 1 else _join_caches([d[1] for d in done])
+    if cache is None:
+        return None
+    length = max(d[3].shape[1] for d in done)
+    mask = torch.cat([torch.nn.functional.pad(d[3], (length - d[3].shape[1], 0)) for d in done])
+    return ([i for d in done for i in d[0]], cache, torch.cat([d[2] for d in done]), mask.to(device),
+            torch.cat([d[4] for d in done]).to(device))
+
+
+def _decode(model, cache, arg: str, logits: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
+            max_new_tokens: int, stops: set[int], newline_ids: frozenset[int], tokenizer, sampler) -> list[list[int]]:
+    """Greedy (or sampled) decoding of one prefilled batch with the KV cache; a row leaves the batch when it stops.
+
+    ``logits``: each row's next-token logits after its prompt. Returns each row's new tokens, up to
+    and including its stop token.
+    """
+    n = logits.shape[0]
     active = list(range(n))  # rows still generating, in the order of the cache's batch dimension
     new: list[list[int]] = [[] for _ in range(n)]
     for step in range(max_new_tokens):
@@ -245,7 +336,6 @@ def _sampler(do_sample: bool, temperature: float, top_p: float):
     return draw
 
 
-@torch.inference_mode()
 def generate(
     model,
     tokenizer,
@@ -261,11 +351,39 @@ def generate(
     return_stats: bool = False,
 ):
     """Generate one output per prompt (see the module docstring); ``(outputs, GenerationStats)`` with ``return_stats``."""
-    start = time.perf_counter()
+    outputs, each = generate_each(model, tokenizer, prompts, max_new_tokens, batch_size, stop_at_newline, do_sample,
+                                  temperature, top_p, seed, progress)
+    if not return_stats:
+        return outputs
     stats = GenerationStats(prompts=len(prompts))
+    for s in each:
+        stats.prompt_tokens += s.prompt_tokens
+        stats.generated_tokens += s.generated_tokens
+        stats.seconds += s.seconds
+    return outputs, stats
+
+
+@torch.inference_mode()
+def generate_each(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 30,
+    batch_size: int = 16,
+    stop_at_newline: bool = True,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    progress: str | None = None,
+) -> tuple[list[str], list[GenerationStats]]:
+    """``generate``, with each prompt's own cost: its tokens, and its share of the wall time (in
+    proportion to its prompt and generated tokens)."""
+    start = time.perf_counter()
     outputs: list[str] = [""] * len(prompts)
+    each = [GenerationStats(prompts=1) for _ in prompts]
     if not prompts:
-        return (outputs, stats) if return_stats else outputs
+        return outputs, each
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
@@ -288,31 +406,33 @@ def generate(
             for b in range(0, len(order), batch_size):
                 rows = order[b : b + batch_size]
                 seqs = [encoded[i] for i in rows]
-                # The batch's shared prefix runs once; each prompt keeps at least its last token.
-                shared = min(common_prefix_length(seqs), min(len(x) for x in seqs) - 1)
-                shared = shared if shared >= MIN_SHARED_PREFIX else 0
-                width = max(len(x) - shared for x in seqs)
-                input_ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-                for r, x in enumerate(seqs):
-                    # [shared prefix][padding][rest of the prompt]: positions follow the mask.
-                    input_ids[r, :shared] = torch.tensor(x[:shared], dtype=torch.long)
-                    mask[r, :shared] = 1
-                    rest = x[shared:]
-                    input_ids[r, shared + width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
-                    mask[r, shared + width - len(rest) :] = 1
-                cache = caches.expanded(seqs[0][:shared], len(rows)) if shared else None
-                new = _decode(model, input_ids.to(device), mask.to(device), shared, cache, caches.arg, max_new_tokens,
-                              stop_set, newline_ids, tokenizer, sampler)
+                # Rows sharing a prefix form a group whose prefix runs once; each prompt keeps its last token.
+                limits = [len(x) - 1 for x in seqs]
+                groups = (plan_prefix_batches(seqs, limits, len(seqs), 1 << 62) if caches.joinable
+                          else [(list(range(len(seqs))), min(common_prefix_length(seqs), min(limits)))])
+                filled = _prefill(model, caches, seqs, groups, pad)
+                if filled is None:  # this model's cache cannot join groups: one group per batch from now on
+                    caches.joinable = False
+                    groups = [(list(range(len(seqs))), min(common_prefix_length(seqs), min(limits)))]
+                    filled = _prefill(model, caches, seqs, groups, pad)
+                where, cache, logits, mask, next_pos = filled
+                new_rows = _decode(model, cache, caches.arg, logits, mask, next_pos, max_new_tokens, stop_set,
+                                   newline_ids, tokenizer, sampler)
+                new = [[] for _ in rows]
+                for j, r in enumerate(where):
+                    new[r] = new_rows[j]
                 for r, i in enumerate(rows):
                     kept, text = _cut(tokenizer, new[r], stop_set, newline_ids, stop_at_newline)
                     outputs[i] = text
-                    stats.prompt_tokens += len(encoded[i])
-                    stats.generated_tokens += len(kept)
+                    each[i].prompt_tokens = len(encoded[i])
+                    each[i].generated_tokens = len(kept)
                 bar.update(len(rows))
     finally:
         bar.close()
         if was_training:
             model.train()
-    stats.seconds = time.perf_counter() - start
-    return (outputs, stats) if return_stats else outputs
+    seconds = time.perf_counter() - start
+    tokens = sum(s.prompt_tokens + s.generated_tokens for s in each) or 1
+    for s in each:
+        s.seconds = seconds * (s.prompt_tokens + s.generated_tokens) / tokens
+    return outputs, each

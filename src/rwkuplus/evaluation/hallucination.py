@@ -1,7 +1,7 @@
 """The hallucination suite: does unlearning teach the model to fabricate? (docs: rwku-plus.md).
 
-Three kinds of items, each answered greedily (``generation.generate``, at most 30 new tokens,
-stopping at a newline) and graded ``correct`` / ``incorrect`` / ``abstained`` by ``grading.grade``:
+Three kinds of items, each answered greedily (``generation.generate`` through an ``AnswerBook``; at
+most 30 new tokens, stopping at a newline) and graded ``correct`` / ``incorrect`` / ``abstained`` by ``grading.grade``:
 
 - ``answerable``: questions unrelated to the targets that have a gold answer. From the benchmark's
   answerable ``HallucinationProbe`` records when it has them (the ``world`` source: retained
@@ -42,7 +42,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..benchmark.records import Benchmark, Probe
-from .generation import generate
+from .answers import AnswerBook, shared_book
 from .grading import (
     DEFAULT_THRESHOLD,
     RefusalMatcher,
@@ -246,14 +246,14 @@ def evaluate_hallucination(
     max_new_tokens: int = 30,
     progress: str | None = None,
     return_stats: bool = False,
-    answers: dict[str, str] | None = None,
+    answers: AnswerBook | None = None,
 ):
     """Answer and grade the suite's items: ``(records, metrics)`` (plus ``GenerationStats`` with ``return_stats``).
 
-    ``answers`` (prompt -> greedy answer of this same model) is read and filled: a prompt already in it
-    is not generated again. ``evaluate_model`` passes one per evaluation, so the questions every
-    target shares (the world's answerable and nonexistent-people questions, without ICU) are answered
-    once, not once per target.
+    ``answers``: this model's ``AnswerBook`` at ``max_new_tokens`` when the caller shares one:
+    ``evaluate_model`` passes one per evaluation, so the questions every target shares (the world's
+    answerable and nonexistent-people questions, without ICU) and the forget probes of the honesty
+    split are answered once, not once per part and target. By default a fresh one.
 
     ``refusals`` defaults to ``default_refusals(benchmark)``: the project's sentences, the files in
     ``$RWKUPLUS_REFUSALS`` and the benchmark folder's ``idontknow.jsonl`` (RWKU's) when present.
@@ -261,12 +261,8 @@ def evaluate_hallucination(
     refusals = refusals if refusals is not None else default_refusals(benchmark)
     items = hallucination_items(benchmark, target_names, n_nonexistent, seed, exclude_names)
     prompts = [it.prompt(tokenizer, icu_target) for it in items]
-    answers = {} if answers is None else answers
-    todo = [p for p in dict.fromkeys(prompts) if p not in answers]
-    generated, stats = generate(model, tokenizer, todo, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                stop_at_newline=True, progress=progress, return_stats=True)
-    answers.update(zip(todo, generated))
-    predictions = [answers[p] for p in prompts]
+    book = shared_book(answers, model, tokenizer, max_new_tokens, batch_size)
+    predictions, stats = book.take(prompts, progress)
     records = grade_items(items, predictions, prompts, refusals, threshold)
     metrics = hallucination_metrics(records)
     return (records, metrics, stats) if return_stats else (records, metrics)

@@ -11,7 +11,7 @@ for forget probes; FB, QA and All for neighbor probes (a kind with no probes is 
 from __future__ import annotations
 
 from ..benchmark.records import Probe
-from .generation import generate
+from .answers import AnswerBook, shared_book
 from .prompts import probe_prompt
 from .rouge import rouge_l_recall
 
@@ -35,6 +35,11 @@ def probe_metrics(records: list[dict], kinds: tuple[str, ...] = ("FB", "QA", "AA
     return metrics
 
 
+def probe_prompts(tokenizer, probes: list[Probe], icu_target: str | None = None) -> list[str]:
+    """The prompts of ``probes`` (RWKU's, with the ICU instruction when ``icu_target`` is given)."""
+    return [probe_prompt(tokenizer, p, icu_target) for p in probes]
+
+
 def evaluate_probes(
     model,
     tokenizer,
@@ -44,26 +49,20 @@ def evaluate_probes(
     max_new_tokens: int = 30,
     progress: str | None = None,
     return_stats: bool = False,
-    answers: dict[str, str] | None = None,
+    answers: AnswerBook | None = None,
 ):
     """Answer and score ``probes``: ``(records, metrics)`` (plus ``GenerationStats`` with ``return_stats``).
 
-    ``answers`` (prompt -> greedy answer of this same model, 30 tokens, newline stop) is read and
-    filled, as in ``evaluate_hallucination``: a prompt already answered is not generated again
-    (the hallucination part's honesty split asks the forget probes again, in the same prompts).
+    ``answers``: this model's ``AnswerBook`` at ``max_new_tokens`` when the caller shares one (a
+    prompt already answered in it is not generated again, and its cost is charged once: see
+    ``answers.py``); by default a fresh one.
 
     A record is ``{prompt, prediction, answer, score, level, type, kind, subject, neighbor}``;
     ``metrics`` holds FB, QA, AA (when there are level-3 probes) and All, x100.
     """
-    prompts = [probe_prompt(tokenizer, p, icu_target) for p in probes]
-    answers = {} if answers is None else answers
-    todo = [p for p in dict.fromkeys(prompts) if p not in answers]
-    generated, stats = generate(
-        model, tokenizer, todo, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        stop_at_newline=True, progress=progress, return_stats=True,
-    )
-    answers.update(zip(todo, generated))
-    outputs = [answers[p] for p in prompts]
+    prompts = probe_prompts(tokenizer, probes, icu_target)
+    book = shared_book(answers, model, tokenizer, max_new_tokens, batch_size)
+    outputs, stats = book.take(prompts, progress)
     records = []
     for probe, prompt, output in zip(probes, prompts, outputs):
         prediction = output or NO_ANSWER

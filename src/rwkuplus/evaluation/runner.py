@@ -39,10 +39,11 @@ from pathlib import Path
 from ..benchmark.records import Benchmark, TargetData
 from ..errors import UserError
 from ..fileio import read_json, write_json, write_jsonl
+from .answers import AnswerBook
 from .generation import GenerationStats
-from .hallucination import evaluate_hallucination
+from .hallucination import evaluate_hallucination, hallucination_items
 from .mia import evaluate_mia
-from .probes import evaluate_probes
+from .probes import evaluate_probes, probe_prompts
 from .utility import UtilitySettings, evaluate_utility, utility_fingerprint
 
 DEFAULT_PARTS = ("forget", "neighbor", "mia", "utility")
@@ -114,30 +115,47 @@ class PartResult:
 
 @dataclass(frozen=True)
 class Part:
+    """``prompts(ctx)``, when given: the prompts the part answers from the evaluation's ``AnswerBook``
+    (the probe protocol); the runner answers those of several targets' pending parts in one call."""
+
     name: str
     evaluate: Callable[[EvalContext], PartResult]
     share_key: Callable[[EvalContext], str | None] | None = None
+    prompts: Callable[[EvalContext], list[str]] | None = None
 
 
-def _answers(ctx: EvalContext, max_new_tokens: int) -> dict[str, str]:
-    """This evaluation's greedy answers (newline stop) by prompt, for one token limit: a prompt
+# The runner answers the probe prompts of the next targets' pending parts together, this many batches
+# at a time (full batches, fewer decoding steps; an interruption loses at most one such call).
+PREFETCH_BATCHES = 8
+
+
+def _book(ctx: EvalContext) -> AnswerBook:
+    """This evaluation's greedy answers (newline stop, the probes' token limit) by prompt: a prompt
     several parts or targets ask (the forget probes again in the honesty split, the questions every
     target shares) is generated once."""
-    return ctx.memo.setdefault(("answers", max_new_tokens), {})
+    return ctx.memo.setdefault("answers", AnswerBook(ctx.model, ctx.tokenizer, ctx.settings.probe_max_new_tokens,
+                                                     ctx.settings.batch_size))
+
+
+def _forget_prompts(ctx: EvalContext) -> list[str]:
+    return probe_prompts(ctx.tokenizer, ctx.target.forget_probes, ctx.icu_target)
 
 
 def _forget(ctx: EvalContext) -> PartResult:
-    n = ctx.settings.probe_max_new_tokens
     records, metrics, stats = evaluate_probes(
         ctx.model, ctx.tokenizer, ctx.target.forget_probes, ctx.icu_target, ctx.settings.batch_size,
-        n, progress=ctx.desc("forget"), return_stats=True, answers=_answers(ctx, n))
+        ctx.settings.probe_max_new_tokens, progress=ctx.desc("forget"), return_stats=True, answers=_book(ctx))
     return PartResult({"forget": records}, metrics, stats)
+
+
+def _neighbor_prompts(ctx: EvalContext) -> list[str]:
+    return probe_prompts(ctx.tokenizer, ctx.target.neighbor_probes, ctx.icu_target)
 
 
 def _neighbor(ctx: EvalContext) -> PartResult:
     records, metrics, stats = evaluate_probes(
         ctx.model, ctx.tokenizer, ctx.target.neighbor_probes, ctx.icu_target, ctx.settings.batch_size,
-        ctx.settings.probe_max_new_tokens, progress=ctx.desc("neighbor"), return_stats=True)
+        ctx.settings.probe_max_new_tokens, progress=ctx.desc("neighbor"), return_stats=True, answers=_book(ctx))
     metrics.pop("AA", None)
     return PartResult({"neighbor": records}, metrics, stats)
 
@@ -165,21 +183,25 @@ def _utility_share(ctx: EvalContext) -> str | None:
     return utility_fingerprint(ctx.target.utility)
 
 
+def _hallucination_prompts(ctx: EvalContext) -> list[str]:
+    return [it.prompt(ctx.tokenizer, ctx.icu_target) for it in hallucination_items(ctx.benchmark, [ctx.target.name])]
+
+
 def _hallucination(ctx: EvalContext) -> PartResult:
-    n = ctx.settings.probe_max_new_tokens  # the probes' length: the honesty split reuses the forget answers
+    # The probes' token limit: the honesty split reuses the forget answers.
     records, metrics, stats = evaluate_hallucination(
         ctx.model, ctx.tokenizer, ctx.benchmark, [ctx.target.name], icu_target=ctx.icu_target,
-        batch_size=ctx.settings.batch_size, max_new_tokens=n, progress=ctx.desc("hallucination"),
-        return_stats=True, answers=_answers(ctx, n))
+        batch_size=ctx.settings.batch_size, max_new_tokens=ctx.settings.probe_max_new_tokens,
+        progress=ctx.desc("hallucination"), return_stats=True, answers=_book(ctx))
     return PartResult({"hallucination": records}, metrics, stats)
 
 
 PARTS: dict[str, Part] = {
-    "forget": Part("forget", _forget),
-    "neighbor": Part("neighbor", _neighbor),
+    "forget": Part("forget", _forget, prompts=_forget_prompts),
+    "neighbor": Part("neighbor", _neighbor, prompts=_neighbor_prompts),
     "mia": Part("mia", _mia),
     "utility": Part("utility", _utility, _utility_share),
-    "hallucination": Part("hallucination", _hallucination),
+    "hallucination": Part("hallucination", _hallucination, prompts=_hallucination_prompts),
 }
 
 
@@ -267,6 +289,29 @@ def _run_part(part: Part, ctx: EvalContext, folder: Path, key: str) -> dict:
     return summary
 
 
+def _pending(part: Part, where: tuple[Path, str]) -> bool:
+    summary_path = where[0] / f"{part.name}.json"
+    return not (summary_path.exists() and read_json(summary_path).get("key") == where[1])
+
+
+def _prefetch(plans: list, parts: Sequence[str], progress: bool) -> None:
+    """Answer the probe prompts of the first target's pending parts, together with those of the
+    targets after it, up to ``PREFETCH_BATCHES`` batches, in one call (nothing when already answered)."""
+    wanted: list[str] = []
+    count = 0
+    for i, (_, _, ctx, where) in enumerate(plans):
+        book = _book(ctx)
+        mine = [p for name in parts if PARTS[name].prompts and _pending(PARTS[name], where[name])
+                for p in PARTS[name].prompts(ctx) if p not in book]
+        if i == 0 and not mine:
+            return
+        if i > 0 and len(wanted) + len(mine) > PREFETCH_BATCHES * ctx.settings.batch_size:
+            break
+        wanted += mine
+        count += 1
+    _book(plans[0][2]).fill(wanted, f"probes of {count} target{'s' * (count > 1)}" if progress else None)
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -293,23 +338,30 @@ def evaluate_model(
     positions = {id(t): i + 1 for i, t in enumerate(benchmark.targets)}
     base_key = {"model": model_info or {}, "benchmark": benchmark.source or {"name": benchmark.name},
                 "icu": icu, "settings": settings.to_json()}
-    per_target: dict[str, dict] = {}
-    cost = GenerationStats()
-    seconds = 0.0
-    counted: set[tuple[Path, str]] = set()  # shared parts count once in the cost
     memo: dict = {}
+    plans = []  # per target: its context and, per part, (folder, key)
     for target in chosen:
         folder = out / target_folder_name(target, positions.get(id(target), 0))
         ctx = EvalContext(model, tokenizer, benchmark, target, target.name if icu else None, settings, progress, memo)
-        metrics: dict = {}
+        where = {}
         for name in parts:
             part = PARTS[name]
             share = part.share_key(ctx) if part.share_key else None
             if share is None:
-                part_folder, key = folder, _fingerprint({**base_key, "part": name, "target": target.name})
+                where[name] = folder, _fingerprint({**base_key, "part": name, "target": target.name})
             else:
-                part_folder, key = out / "shared" / f"{name}-{share}", _fingerprint({**base_key, "part": name, "share": share})
-            summary = _run_part(part, ctx, part_folder, key)
+                where[name] = out / "shared" / f"{name}-{share}", _fingerprint({**base_key, "part": name, "share": share})
+        plans.append((target, folder, ctx, where))
+    per_target: dict[str, dict] = {}
+    cost = GenerationStats()
+    seconds = 0.0
+    counted: set[tuple[Path, str]] = set()  # shared parts count once in the cost
+    for position, (target, folder, ctx, where) in enumerate(plans):
+        _prefetch(plans[position:], parts, progress)
+        metrics: dict = {}
+        for name in parts:
+            part_folder, key = where[name]
+            summary = _run_part(PARTS[name], ctx, part_folder, key)
             metrics[name] = summary["metrics"]
             if (part_folder, name) not in counted:
                 counted.add((part_folder, name))

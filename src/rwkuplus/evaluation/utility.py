@@ -81,6 +81,7 @@ from .generation import (
     PrefixCaches,
     common_prefix_length,
     generate,
+    plan_prefix_batches,
     progress_bar,
 )
 from .prompts import chat_prompt, icu_prefix
@@ -318,49 +319,10 @@ class _PrefixRunner:
         return out.logits
 
 
-# A new batch costs about this many tokens' worth of work beyond its tokens: two extra forward passes,
-# one of them with a single row (planning heuristic).
-_NEW_BATCH_COST = 64
-
-
-def _plan(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int, max_batch_tokens: int):
-    """Sort rows so that neighbours share prefixes, and cut them into batches.
-
-    ``limits[i]`` is the longest prefix row ``i`` may share (its remainder must keep what is scored).
-    Returns ``[(row indices, shared prefix length)]``. A row joins the current batch unless starting a
-    new batch costs fewer token passes: a new batch runs its own longer shared prefix once (extending
-    the cache of the previous prefix), so the choices of one question are scored after the question
-    has run once, while unrelated short rows still share one batch.
-    """
-    order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
-    batches: list[tuple[list[int], int]] = []
-    current: list[int] = []
-    current_p = 0
-    width = 0
-    for i in order:
-        row = rows[i]
-        if current:
-            p = min(current_p, common_prefix_length([rows[current[0]], row]), limits[i])
-            new_width = max(width + current_p - p, len(row) - p)
-            join = (len(current) + 1) * new_width - len(current) * width
-            cached = min(common_prefix_length([rows[current[0]], row]), current_p)  # stored once this batch ran
-            fresh = (limits[i] - cached) + (len(row) - limits[i]) + _NEW_BATCH_COST
-            fits = len(current) + 1 <= batch_size and (len(current) + 1) * new_width <= max_batch_tokens
-            if fits and join <= fresh:
-                current.append(i)
-                current_p, width = p, new_width
-                continue
-            batches.append((current, current_p))
-        current, current_p, width = [i], limits[i], len(row) - limits[i]
-    if current:
-        batches.append((current, current_p))
-    return batches
-
-
 def _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tokens, progress):
     """Yield ``(batch indices, prefix length, logits of the last keep(batch) positions)`` for all rows."""
     runner = _PrefixRunner(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    planned = _plan(rows, limits, batch_size, max_batch_tokens)
+    planned = plan_prefix_batches(rows, limits, batch_size, max_batch_tokens)
     # The prefix every row shares (system prompt, few-shot text) is computed first and reused by all.
     shared = min(common_prefix_length(rows), min(limits))
     if shared >= MIN_SHARED_PREFIX:
