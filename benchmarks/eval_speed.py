@@ -12,12 +12,15 @@
    It checks that both ways give the same outputs (generations and predictions identical, numbers
    within 1e-4) and prints time, items/second and the speed-up per part and overall.
 2. Then (unless ``--skip-full``) the whole evaluation (``runner.evaluate_model``, every part, every
-   target) of the model on the benchmark, timed, as ``rwkuplus evaluate`` runs it; and, with the
-   comparison, the reference way's time for that same whole evaluation, projected from its per-item
-   rates in step 1 and the number of records each part of the whole evaluation wrote (the reference
-   way costs the same per item whatever the count; hallucination questions are counted at the
-   probes' rate, the same kind of short generation). Their ratio is the whole evaluation's speed-up:
-   the per-part table above understates it when ``--items`` is below the batch size, since our way
+   target) of the model on the benchmark, timed, as ``rwkuplus evaluate`` runs it; then the same
+   whole evaluation the reference way (``reference_way()``: the same evaluators with generation one
+   prompt at a time through ``model.generate``, MIA one text at a time and multiple choice one
+   forward pass per item or choice), timed; it checks that both wrote the same records (every field
+   of every per-item record; numbers to a relative 1e-4) and the same RWKU row, and prints their
+   ratio: the whole evaluation's speed-up.
+   With ``--reference projected`` the reference way's time is projected from its per-item rates in
+   step 1 and the number of records each part wrote instead (minutes faster, less exact). The
+   per-part table understates the speed-up when ``--items`` is below the batch size, since our way
    then cannot fill a batch.
 
 Results depend on the machine and on what else runs on it: report the numbers with the machine.
@@ -26,6 +29,8 @@ Results depend on the machine and on what else runs on it: report the numbers wi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import tempfile
 import time
@@ -70,6 +75,70 @@ def reference_scores(model, tokenizer, examples):
         with torch.inference_mode():
             scores.append(float(sequence_logprobs(model, to_device(encode_examples(tokenizer, [ex], 1 << 30), device))[0][0]))
     return scores
+
+
+@contextlib.contextmanager
+def reference_way(settings):
+    """The evaluators of ``evaluate_model`` with the reference way's inner loops swapped in."""
+    from rwkuplus.evaluation import answers as A
+    from rwkuplus.evaluation import utility as U
+    from rwkuplus.evaluation.generation import GenerationStats
+
+    def generate_each(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True, *args,
+                      **kwargs):
+        outs = reference_generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline)
+        return outs, [GenerationStats(prompts=1) for _ in outs]
+
+    def generate(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True, *args,
+                 return_stats=False, **kwargs):
+        outs = reference_generate(model, tokenizer, prompts, max_new_tokens, stop_at_newline)
+        return (outs, GenerationStats(prompts=len(outs))) if return_stats else outs
+
+    def score_continuations(model, tokenizer, examples, *args, **kwargs):
+        return reference_scores(model, tokenizer, examples)
+
+    def next_token_logprobs(model, tokenizer, prompts, token_ids, *args, **kwargs):
+        return reference_next_token(model, tokenizer, prompts, token_ids)
+
+    saved = (A.generate_each, U.generate, U.score_continuations, U.next_token_logprobs, settings.mia_batch_size)
+    A.generate_each, U.generate, U.score_continuations, U.next_token_logprobs = (
+        generate_each, generate, score_continuations, next_token_logprobs)
+    settings.mia_batch_size = 1  # one text at a time
+    try:
+        yield settings
+    finally:
+        A.generate_each, U.generate, U.score_continuations, U.next_token_logprobs, settings.mia_batch_size = saved
+
+
+def records(folder: Path) -> dict[str, list[dict]]:
+    """Every per-item record an evaluation wrote under ``folder``, by file."""
+    return {str(f.relative_to(folder)): [json.loads(line) for line in f.open(encoding="utf-8") if line.strip()]
+            for f in sorted(folder.rglob("*.jsonl"))}
+
+
+def _agree(x, y, worst: list[float]) -> bool:
+    """Equal, numbers to a relative 1e-4 (the largest difference is kept in ``worst``)."""
+    if isinstance(x, float) or isinstance(y, float):
+        if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+            return False
+        worst[0] = max(worst[0], abs(x - y) / max(1.0, abs(y)))
+        return abs(x - y) <= 1e-4 * max(1.0, abs(y))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_agree(x[k], y[k], worst) for k in x)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_agree(a, b, worst) for a, b in zip(x, y))
+    return x == y
+
+
+def same_records(a: dict[str, list[dict]], b: dict[str, list[dict]]) -> tuple[int, int, float]:
+    """(records identical in every field, records, largest relative numeric difference) of two ``records``."""
+    same = total = 0
+    worst = [0.0]
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name, []), b.get(name, [])
+        total += max(len(x), len(y))
+        same += sum(_agree(r, q, worst) for r, q in zip(x, y))
+    return same, total, worst[0]
 
 
 PART_FILES = {"probes": ("forget.jsonl", "neighbor.jsonl", "hallucination.jsonl"), "Rea": ("utility.bbh.jsonl",),
@@ -185,6 +254,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--reference", choices=("full", "projected"), default="full",
+                    help="run the whole evaluation the reference way too (default), or project its time")
     args = ap.parse_args(argv)
 
     torch.manual_seed(0)
@@ -211,17 +282,32 @@ def main(argv=None) -> int:
         print(f"{'all parts':<24}{'':>6}{total_ours:>9.1f}{total_ref:>9.1f}{'':>16}{total_ref / total_ours:>9.1f}x")
 
     if not args.skip_full:
-        with tempfile.TemporaryDirectory() as out:
-            result, seconds = timed(lambda: evaluate_model(model, tokenizer, bench, out, settings=settings,
+        with tempfile.TemporaryDirectory() as tmp:
+            ours_dir = Path(tmp) / "ours"
+            result, seconds = timed(lambda: evaluate_model(model, tokenizer, bench, ours_dir, settings=settings,
                                                            model_info={"spec": spec.spec}, progress=False))
-            counts = record_counts(Path(out))
-        print(f"\nWhole evaluation ({len(bench.targets)} targets, all parts): {seconds:.1f} s wall; "
-              f"{result['cost']['generation']['generated_tokens']} tokens generated")
-        if ref_rates:
-            projected = sum(n * ref_rates[part] for part, n in counts.items() if part in ref_rates)
+            counts = record_counts(ours_dir)
+            print(f"\nWhole evaluation ({len(bench.targets)} targets, all parts): {seconds:.1f} s wall; "
+                  f"{result['cost']['generation']['generated_tokens']} tokens generated")
             print("Records per part: " + ", ".join(f"{part} {n}" for part, n in counts.items()))
-            print(f"Reference way for the same whole evaluation, projected from its per-item rates: {projected:.1f} s; "
-                  f"speed-up of the whole evaluation {projected / seconds:.1f}x")
+            if args.reference == "full":
+                ref_dir = Path(tmp) / "reference"
+                with reference_way(settings):
+                    ref, ref_seconds = timed(lambda: evaluate_model(model, tokenizer, bench, ref_dir, settings=settings,
+                                                                    model_info={"spec": spec.spec}, progress=False))
+                same, total, worst = same_records(records(ours_dir), records(ref_dir))
+                row_diff = max(abs(a - b) for a, b in zip(result["rwku"].values(), ref["rwku"].values())
+                               if a is not None and b is not None)
+                good = same == total and row_diff <= 1e-4
+                ok &= good
+                print(f"The same whole evaluation the reference way: {ref_seconds:.1f} s wall; speed-up of the whole "
+                      f"evaluation {ref_seconds / seconds:.1f}x; {same}/{total} per-item records identical (numbers to "
+                      f"1e-4; largest relative difference {worst:.1e}), largest RWKU-row difference {row_diff:.1e}"
+                      f"{'' if good else '  <-- MISMATCH'}")
+            elif ref_rates:
+                projected = sum(n * ref_rates[part] for part, n in counts.items() if part in ref_rates)
+                print(f"Reference way for the same whole evaluation, projected from its per-item rates: {projected:.1f} s; "
+                      f"speed-up of the whole evaluation {projected / seconds:.1f}x")
         print(format_table({spec.spec: result["rwku"]}))
     return 0 if ok else 1
 

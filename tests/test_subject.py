@@ -2,7 +2,15 @@ from pathlib import Path
 
 from rwkuplus.benchmark.world import WorldConfig
 from rwkuplus.cli import main
-from rwkuplus.subject import THRESHOLDS, InjectionSettings, ensure_subject, general_kept, read_subject, subject_model_dir
+import json
+
+import pytest
+
+from rwkuplus.evaluation.grading import load_refusal_matcher
+from rwkuplus.subject import (
+    CHECKS_VERSION, THRESHOLDS, InjectionSettings, ensure_subject, general_grade, general_kept, read_subject,
+    subject_model_dir,
+)
 
 TINY_WORLD = WorldConfig(seed=3, n_targets=1, n_neighbors_per_target=1, n_retained=2, n_attributes=3, attributes=("birth_year", "birthplace", "work"),
                          n_counterfactual=2, n_injection_texts=1, n_nonexistent_train=4, n_nonexistent_eval=2,
@@ -35,6 +43,47 @@ def test_general_kept_counts_only_what_the_base_model_knew():
     after = [{"grade": "correct"}, {"grade": "correct"}, {"grade": "incorrect"}, {"grade": "correct"}]
     assert general_kept(before, after) == (0.5, 2)
     assert general_kept([{"grade": "incorrect"}], [{"grade": "correct"}]) == (None, 0)
+
+
+@pytest.mark.parametrize("answer,gold,expected", [
+    ("1/60 = 0.0123", ["60", "sixty"], "incorrect"),  # ROUGE tokens would find "60" in it
+    ("60", ["60", "sixty"], "correct"),
+    ("There are 60 seconds in a minute.", ["60", "sixty"], "correct"),
+    ("Sixty seconds.", ["60", "sixty"], "correct"),  # no number written: the recall rule
+    ("100.0 Celsius", ["100", "100 degrees"], "correct"),
+    ("100°C", ["100", "100 degrees"], "correct"),
+    ("1000", ["100", "100 degrees"], "incorrect"),
+    ("1,000 metres", ["1000"], "correct"),
+    ("12", ["7", "seven"], "incorrect"),
+    ("H", ["H2O"], "incorrect"),
+    ("H2O", ["H2O"], "correct"),  # a gold that is not a numeral: the recall rule
+    ("I don't know.", ["60", "sixty"], "abstained"),
+    ("Paris is the capital of France.", ["Paris"], "correct"),
+])
+def test_general_grade_reads_numeral_answers_as_numbers(answer, gold, expected):
+    assert general_grade(answer, gold, load_refusal_matcher(paths=[]), "How many?") == expected
+
+
+def test_a_subject_graded_by_older_checks_is_regraded_from_its_answers(tmp_path):
+    general_before = [{"question": "How many seconds are in a minute?", "gold": ["60", "sixty"],
+                       "prediction": "1/60 = 0.0123", "grade": "correct"},
+                      {"question": "Capital of Japan?", "gold": ["Tokyo"], "prediction": "Tokyo", "grade": "correct"}]
+    general_after = [dict(general_before[0], prediction="1", grade="incorrect"),
+                     dict(general_before[1], prediction="Tokyo", grade="correct")]
+    scores = dict(THRESHOLDS)  # every other check exactly met
+    (tmp_path / "subject.json").write_text(json.dumps({
+        "before": {}, "after": {**scores, "general_kept": 0.5}, "general_known_before": 2, "thresholds": THRESHOLDS,
+        "thresholds_met": {**{k: True for k in THRESHOLDS}, "general_kept": False}, "all_thresholds_met": False}))
+    (tmp_path / "records_before.json").write_text(json.dumps({"general": general_before}))
+    (tmp_path / "records_after.json").write_text(json.dumps({"general": general_after}))
+    summary = read_subject(tmp_path)
+    # "1/60 = 0.0123" never knew the answer: one known question, still answered.
+    assert summary["after"]["general_kept"] == 1.0 and summary["after"]["general_kept_v1"] == 0.5
+    assert summary["general_known_before"] == 1 and summary["checks_version"] == CHECKS_VERSION
+    assert summary["thresholds_met"]["general_kept"] is True and summary["all_thresholds_met"] is True
+    assert json.loads((tmp_path / "records_before.json").read_text())["general"][0]["grade"] == "incorrect"
+    assert json.loads((tmp_path / "subject.json").read_text()) == summary
+    assert read_subject(tmp_path) == summary  # graded once
 
 
 def test_subject_command_rejects_a_bad_model_path(tmp_path, capsys):

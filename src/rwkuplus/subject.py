@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,9 @@ from .paths import home
 log = logging.getLogger(__name__)
 
 INJECTION_VERSION = 3  # 2: replay in the question format, length-grouped batches; 3: replay distilled (KL)
+# How the checks grade (not part of the cache key: a cached subject is re-graded from its stored answers).
+# 2: a general question with a numeral gold answer is decided by the first number of the answer.
+CHECKS_VERSION = 2
 
 #: What the "Before" model must reach on the default world (x100 for ROUGE, fractions for rates).
 THRESHOLDS = {
@@ -124,12 +128,34 @@ def subject_checks(model, tokenizer, world: World, general: list[tuple[str, list
         graded.append({"question": q, "gold": golds, "prediction": answer, "grade": grade(answer, golds, matcher, question=q)})
     n_ret, n_non = len(checks["retained"]), len(checks["nonexistent"])
     retained, nonexistent, gen = graded[:n_ret], graded[n_ret:n_ret + n_non], graded[n_ret + n_non:]
+    for r in gen:
+        r["grade"] = general_grade(r["prediction"], r["gold"], matcher, r["question"])
     scores = {
         "forget_FB": f_metrics.get("FB"), "forget_QA": f_metrics.get("QA"), "neighbor_All": n_metrics.get("All"),
         "retained_accuracy": _share(retained, "correct"), "nonexistent_refusal": _share(nonexistent, "abstained"),
     }
     return {"scores": scores, "records": {"forget": f_records, "neighbor": n_records, "retained": retained,
                                           "nonexistent": nonexistent, "general": gen}}
+
+
+_NUMERAL = re.compile(r"\d+(?:\.\d+)?")
+_FIRST_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+
+
+def general_grade(answer: str, gold: list[str], matcher, question: str = "") -> str:
+    """The general check's grade: ``grading.grade``, except that when a gold answer is a numeral and
+    the answer states a number, its first number decides (it must equal a numeral gold). ROUGE's
+    tokens would count "1/60 = 0.0123" as answering 60 to "How many seconds are in a minute?"."""
+    from .evaluation.grading import grade
+
+    numerals = [g.strip() for g in gold if _NUMERAL.fullmatch(g.strip())]
+    first = _FIRST_NUMBER.search(answer)
+    if not numerals or first is None:
+        return grade(answer, gold, matcher, question=question)
+    text = first.group().replace(",", "")
+    if "/" not in text and any(float(text) == float(g) for g in numerals):
+        return "correct"
+    return "abstained" if matcher.abstains(answer, question) else "incorrect"
 
 
 def _share(rows: list[dict], grade: str) -> float | None:
@@ -216,13 +242,12 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     after = subject_checks(model, tokenizer, world, general)
     kept, n_known = general_kept(before["records"]["general"], after["records"]["general"])
     after["scores"]["general_kept"] = kept
-    met = {k: (after["scores"].get(k) is not None and after["scores"][k] >= v) for k, v in THRESHOLDS.items()}
     summary = {
         "model": model_spec, "model_fingerprint": resolved.fingerprint, "world_config": world_config.to_json(),
         "world_fingerprint": world_config.fingerprint(), "settings": asdict(settings),
-        "injection_version": INJECTION_VERSION,
+        "injection_version": INJECTION_VERSION, "checks_version": CHECKS_VERSION,
         "before": before["scores"], "after": after["scores"], "general_known_before": n_known,
-        "thresholds": THRESHOLDS, "thresholds_met": met, "all_thresholds_met": all(met.values()),
+        **_verdict(after["scores"]),
         "training": {**result.to_json(), "examples": len(examples), "replay_examples": len(replay),
                      "train_seconds": result.cost.wall_time_s},
         "total_seconds": time.perf_counter() - start,
@@ -238,8 +263,35 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     return summary
 
 
+def _verdict(scores: dict) -> dict:
+    met = {k: (scores.get(k) is not None and scores[k] >= v) for k, v in THRESHOLDS.items()}
+    return {"thresholds": THRESHOLDS, "thresholds_met": met, "all_thresholds_met": all(met.values())}
+
+
 def read_subject(folder: Path) -> dict:
-    return read_json(Path(folder) / "subject.json")
+    """A subject's ``subject.json``; one graded by older checks is re-graded first from its stored
+    answers (``records_*.json``) and rewritten, its earlier general-kept kept as ``general_kept_v<N>``."""
+    folder = Path(folder)
+    summary = read_json(folder / "subject.json")
+    version = summary.get("checks_version", 1)
+    if version >= CHECKS_VERSION:
+        return summary
+    from .evaluation.grading import load_refusal_matcher
+
+    matcher = load_refusal_matcher(paths=[])
+    records = {}
+    for side in ("before", "after"):
+        records[side] = read_json(folder / f"records_{side}.json")
+        for r in records[side]["general"]:
+            r["grade"] = general_grade(r["prediction"], r["gold"], matcher, r["question"])
+    kept, n_known = general_kept(records["before"]["general"], records["after"]["general"])
+    summary["after"][f"general_kept_v{version}"] = summary["after"].get("general_kept")
+    summary["after"]["general_kept"] = kept
+    summary.update(general_known_before=n_known, checks_version=CHECKS_VERSION, **_verdict(summary["after"]))
+    for side in ("before", "after"):
+        write_json(folder / f"records_{side}.json", records[side])
+    write_json(folder / "subject.json", summary)
+    return summary
 
 
 def _say(progress: bool, message: str) -> None:

@@ -8,9 +8,13 @@
   (its rows are dropped from the cache), so a batch costs what its longest answers cost, not
   ``batch x max_new_tokens``.
   Prompts are sorted by their tokens, so that prompts sharing a prefix (few-shot examples, a task
-  description) share a batch; the prefix a whole batch shares is run through the model once and its
-  cache reused by every row (``PrefixCaches``); the rest of each prompt is left-padded after it,
-  with positions following the attention mask. Outputs come back in the caller's order. Batched
+  description) share a batch. Within a batch, rows that share a longer prefix form a group
+  (``plan_prefix_batches``: a group is split off when that saves token passes); each group's prefix
+  is run through the model once and its cache reused by the group's rows (``PrefixCaches``), the
+  rest of each prompt left-padded after it, with positions following the attention mask; the groups'
+  caches are then joined (left-padded, masked) and the whole batch decodes together (a model whose
+  cache cannot be joined, e.g. sliding-window layers, runs each batch as one group). Outputs come
+  back in the caller's order. Batched
   output equals one-prompt-at-a-time output (tests check it on the tiny model; with real models
   float rounding can in principle flip a near-tie between two tokens).
 - A sequence stops at an end-of-turn token (the tokenizer's eos, ``<|im_end|>``, ``<|eot_id|>``,
