@@ -143,6 +143,44 @@ def test_score_continuations_equals_one_at_a_time(tiny):
                                 rel=1e-5, abs=1e-4)
 
 
+def test_score_continuations_runs_each_prompt_once(tiny, monkeypatch):
+    """The choices of a question cost their own tokens: every token the model reads belongs to a
+    distinct prompt (once) or to a response; a model whose cache rows cannot be selected scores each
+    pair whole, with the same result; an empty prompt leaves the response's first token unscored."""
+    from rwkuplus.evaluation import generation
+
+    model, tok = sharpen(tiny[0]), tiny[1]
+    primer = "Q: Who is Alice Smith?\nA: A painter.\n" * 3
+    questions = ["Where was she born?", "What is her best-known work?", "When did she die?"]
+    choices = ["Lyon", "The Silver Harbor", "1970 in Lyon", "I don't know", "Paris"]
+    examples = [TrainExample(chat_prompt(tok, primer + q) + "A:", " " + c) for q in questions for c in choices]
+    read = []  # real (unpadded) tokens of every forward pass
+
+    def count(module, args, kw):
+        ids, mask = kw["input_ids"], kw.get("attention_mask")
+        read.append(int(mask[:, -ids.shape[1]:].sum()) if mask is not None else ids.numel())
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        got = U.score_continuations(model, tok, examples, batch_size=8)
+    finally:
+        handle.remove()
+    prompt_tokens = [len(tok(chat_prompt(tok, primer + q) + "A:", add_special_tokens=False).input_ids) for q in questions]
+    response_tokens = sum(len(tok(" " + c, add_special_tokens=False).input_ids) for c in choices) * len(questions)
+    ids = [tok(chat_prompt(tok, primer + q) + "A:", add_special_tokens=False).input_ids for q in questions]
+    shared = generation.common_prefix_length(ids)
+    assert shared > 40  # the chat template and the primer
+    # The shared prefix once, the rest of each prompt once, each response once.
+    assert sum(read) <= shared + sum(n - shared for n in prompt_tokens) + response_tokens
+    monkeypatch.setattr(U, "select_cache_rows", lambda cache, rows: None)
+    assert U.score_continuations(model, tok, examples, batch_size=8) == pytest.approx(got, rel=1e-5, abs=1e-4)
+    monkeypatch.undo()
+    bare = [TrainExample("", "Lyon is a city"), TrainExample("", "x")]
+    with torch.no_grad():
+        ref = [float(sequence_logprobs(model, encode_examples(tok, [ex]))[0][0]) for ex in bare]
+    assert U.score_continuations(model, tok, bare) == pytest.approx(ref, rel=1e-5, abs=1e-4)
+
+
 def test_next_token_logprobs_equals_one_at_a_time(tiny):
     model, tok = sharpen(tiny[0]), tiny[1]
     prompts = [chat_prompt(tok, "Shared few-shot text. " * 3 + q) + "Answer:" for q in ["x", "yy", "Who is she?"]]

@@ -249,7 +249,21 @@ def _join_caches(caches: list):
     return first
 
 
-def _prefill(model, caches: PrefixCaches, seqs: list[list[int]], groups: list[tuple[list[int], int]], pad: int):
+def select_cache_rows(cache, rows: torch.Tensor):
+    """A new KV cache holding the rows ``rows`` of a plain per-layer cache (``cache`` is left as it is);
+    None when a layer is not a plain key/value layer."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    new = DynamicCache()
+    for i, layer in enumerate(layers):
+        new.update(layer.keys[rows], layer.values[rows], i)
+    return new
+
+
+def prefill_batch(model, caches: PrefixCaches, seqs: list[list[int]], groups: list[tuple[list[int], int]], pad: int):
     """Run one batch's prompts through the model, group by group.
 
     ``groups``: ``[(row indices, shared prefix length)]``. A group's prefix comes from ``caches`` (run
@@ -284,6 +298,19 @@ def _prefill(model, caches: PrefixCaches, seqs: list[list[int]], groups: list[tu
     mask = torch.cat([torch.nn.functional.pad(d[3], (length - d[3].shape[1], 0)) for d in done])
     return ([i for d in done for i in d[0]], cache, torch.cat([d[2] for d in done]), mask.to(device),
             torch.cat([d[4] for d in done]).to(device))
+
+
+def prefill_prompts(model, caches: PrefixCaches, seqs: list[list[int]], pad: int):
+    """``prefill_batch`` of one batch of prompts, grouped by the prefixes they share (each prompt keeps
+    at least its last token); one group per batch from the first time a model's caches cannot be joined."""
+    limits = [len(x) - 1 for x in seqs]
+    if caches.joinable:
+        filled = prefill_batch(model, caches, seqs, plan_prefix_batches(seqs, limits, len(seqs), 1 << 62), pad)
+        if filled is not None:
+            return filled
+        caches.joinable = False
+    return prefill_batch(model, caches, seqs, [(list(range(len(seqs))), min(common_prefix_length(seqs), min(limits)))],
+                         pad)
 
 
 def _decode(model, cache, arg: str, logits: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
@@ -410,16 +437,7 @@ def generate_each(
             for b in range(0, len(order), batch_size):
                 rows = order[b : b + batch_size]
                 seqs = [encoded[i] for i in rows]
-                # Rows sharing a prefix form a group whose prefix runs once; each prompt keeps its last token.
-                limits = [len(x) - 1 for x in seqs]
-                groups = (plan_prefix_batches(seqs, limits, len(seqs), 1 << 62) if caches.joinable
-                          else [(list(range(len(seqs))), min(common_prefix_length(seqs), min(limits)))])
-                filled = _prefill(model, caches, seqs, groups, pad)
-                if filled is None:  # this model's cache cannot join groups: one group per batch from now on
-                    caches.joinable = False
-                    groups = [(list(range(len(seqs))), min(common_prefix_length(seqs), min(limits)))]
-                    filled = _prefill(model, caches, seqs, groups, pad)
-                where, cache, logits, mask, next_pos = filled
+                where, cache, logits, mask, next_pos = prefill_prompts(model, caches, seqs, pad)
                 new_rows = _decode(model, cache, caches.arg, logits, mask, next_pos, max_new_tokens, stop_set,
                                    newline_ids, tokenizer, sampler)
                 new = [[] for _ in rows]

@@ -74,7 +74,7 @@ from ..benchmark.records import (
 )
 from ..errors import UserError
 from ..fileio import read_json, read_jsonl
-from ..sequences import encode_examples, token_logprobs
+from ..sequences import IGNORE, cache_argument, token_logprobs
 from .generation import (
     MIN_SHARED_PREFIX,
     GenerationStats,
@@ -82,7 +82,9 @@ from .generation import (
     common_prefix_length,
     generate,
     plan_prefix_batches,
+    prefill_prompts,
     progress_bar,
+    select_cache_rows,
 )
 from .prompts import chat_prompt, icu_prefix
 
@@ -343,34 +345,104 @@ def _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tok
 
 @torch.inference_mode()
 def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batch_size: int = 16,
-                        max_batch_tokens: int = 4096, progress: str | None = None) -> list[float]:
-    """Summed log-probability of each example's ``response`` given its ``prompt`` (labels from ``encode_examples``)."""
+                        max_batch_tokens: int = 2048, progress: str | None = None) -> list[float]:
+    """Summed log-probability of each example's ``response`` given its ``prompt`` (tokenised apart,
+    as ``encode_examples`` does; with an empty prompt the response's first token is context, unscored).
+
+    Each distinct prompt runs through the model once, ``batch_size`` prompts at a time with the
+    prefixes they share run once (``generation.prefill_prompts``); then the responses to those
+    prompts run as continuations of their prompt's KV cache, at most ``max_batch_tokens`` response
+    tokens per pass. So the choices of a multiple-choice question cost their own tokens only.
+    """
     if not examples:
         return []
-    enc = encode_examples(tokenizer, list(examples), max_length=1 << 30)
-    rows, labels = [], []
-    for ids, lab, mask in zip(enc["input_ids"], enc["labels"], enc["attention_mask"]):
-        n = int(mask.sum())
-        rows.append(ids[:n].tolist())
-        labels.append(lab[:n].tolist())
-    first_label = [next((j for j, v in enumerate(lab) if v != -100), len(lab)) for lab in labels]
-    # A row's remainder must start at or before the token that predicts its first label.
-    limits = [max(0, f - 1) for f in first_label]
-    scores = [0.0] * len(rows)
-
-    def keep(batch):
-        return max(len(labels[i]) - first_label[i] for i in batch) + 1
-
-    for batch, p, logits in _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tokens, progress):
-        k = logits.shape[1]
-        lab = torch.full((len(batch), k), -100, dtype=torch.long)
-        for r, i in enumerate(batch):
-            tail = labels[i][p:][-k:]
-            lab[r, k - len(tail):] = torch.tensor(tail, dtype=torch.long)
-        lp, _ = token_logprobs(logits, lab.to(logits.device))
-        for r, i in enumerate(batch):
-            scores[i] = float(lp[r].sum())
+    prompts, responses = [], []
+    for ex in examples:
+        p = tokenizer(ex.prompt, add_special_tokens=False).input_ids if ex.prompt else []
+        r = tokenizer(ex.response, add_special_tokens=False).input_ids
+        if not p:
+            p, r = r[:1], r[1:]
+        prompts.append(tuple(p))
+        responses.append(r)
+    scores = [0.0] * len(examples)
+    distinct = sorted({p for p in prompts if p})  # token order: prompts sharing a prefix side by side
+    asked: dict[tuple, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if p and responses[i]:
+            asked.setdefault(p, []).append(i)
+    distinct = [p for p in distinct if p in asked]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    caches = PrefixCaches(model)
+    was_training = model.training
+    model.eval()
+    bar = progress_bar(len(examples), progress)
+    bar.update(len(examples) - sum(len(v) for v in asked.values()))
+    try:
+        for b in range(0, len(distinct), batch_size):
+            batch = distinct[b : b + batch_size]
+            where, cache, last, mask, next_pos = prefill_prompts(model, caches, [list(p) for p in batch], pad)
+            row_of = {batch[j]: r for r, j in enumerate(where)}
+            rows_prompts = [list(batch[j]) for j in where]
+            todo = sorted((i for p in batch for i in asked[p]), key=lambda i: len(responses[i]))
+            while todo:
+                n = 1
+                while n < len(todo) and (n + 1) * len(responses[todo[n]]) <= max_batch_tokens:
+                    n += 1
+                chunk, todo = todo[:n], todo[n:]
+                rows = torch.tensor([row_of[prompts[i]] for i in chunk], device=mask.device)
+                for i, lp in zip(chunk, _continuation_logprobs(model, cache, rows, last, mask, next_pos,
+                                                               [responses[i] for i in chunk], pad, rows_prompts)):
+                    scores[i] = lp
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        if was_training:
+            model.train()
     return scores
+
+
+def _continuation_logprobs(model, cache, rows: torch.Tensor, last: torch.Tensor, mask: torch.Tensor,
+                           next_pos: torch.Tensor, responses: list[list[int]], pad: int,
+                           prompts: list[list[int]]) -> list[float]:
+    """Summed log-probabilities of ``responses``, each continuing cache row ``rows[k]`` (the prompt
+    ``prompts[rows[k]]``, whose last logits are ``last[rows[k]]``): one forward pass over the
+    responses, right-padded."""
+    width = max(len(r) for r in responses)
+    ids = torch.full((len(responses), width), pad, dtype=torch.long)
+    labels = torch.full((len(responses), width + 1), IGNORE, dtype=torch.long)
+    for k, r in enumerate(responses):
+        ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
+        labels[k, 1 : len(r) + 1] = torch.tensor(r, dtype=torch.long)
+    ids, labels = ids.to(mask.device), labels.to(mask.device)
+    sub = select_cache_rows(cache, rows)
+    if sub is None:  # not a plain cache (sliding windows, ...): prompt and response run together
+        return _flat_logprobs(model, [prompts[int(r)] for r in rows], responses, pad)
+    full_mask = torch.cat([mask[rows], (labels[:, 1:] != IGNORE).long()], dim=1)
+    positions = next_pos[rows].unsqueeze(1) + torch.arange(width, device=mask.device)
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                **{cache_argument(model): sub})
+    logits = torch.cat([last[rows].unsqueeze(1), out.logits], dim=1)
+    lp, _ = token_logprobs(logits, labels)
+    return [float(x) for x in lp.sum(dim=1)]
+
+
+def _flat_logprobs(model, prompts: list[list[int]], responses: list[list[int]], pad: int) -> list[float]:
+    """Summed log-probabilities of ``responses`` after ``prompts``, each pair run whole (left-padded)."""
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    width, keep = max(len(x) for x in rows), max(len(r) for r in responses) + 1
+    device = next(model.parameters()).device
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), keep), IGNORE, dtype=torch.long)
+    for k, (x, r) in enumerate(zip(rows, responses)):
+        ids[k, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        mask[k, width - len(x):] = 1
+        labels[k, keep - len(r):] = torch.tensor(r, dtype=torch.long)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                logits_to_keep=keep)
+    lp, _ = token_logprobs(out.logits, labels.to(device))
+    return [float(x) for x in lp.sum(dim=1)]
 
 
 @torch.inference_mode()
