@@ -9,7 +9,7 @@
   ``batch x max_new_tokens``.
   Prompts are sorted by their tokens, so that prompts sharing a prefix (few-shot examples, a task
   description) share a batch. Within a batch, rows that share a longer prefix form a group
-  (``plan_prefix_batches``: a group is split off when that saves token passes); each group's prefix
+  (``plan_prefix_groups``: a group is split off when that saves token passes); each group's prefix
   is run through the model once and its cache reused by the group's rows (``PrefixCaches``), the
   rest of each prompt left-padded after it, with positions following the attention mask; the groups'
   caches are then joined (left-padded, masked) and the whole batch decodes together (a model whose
@@ -188,43 +188,42 @@ class PrefixCaches:
 MIN_SHARED_PREFIX = 8
 
 
-# A new batch costs about this many tokens' worth of work beyond its tokens: two extra forward passes,
-# one of them with a single row (planning heuristic).
-NEW_BATCH_COST = 64
+# A new group costs about this many tokens' worth of work beyond its tokens: an extra forward pass
+# (planning heuristic).
+NEW_GROUP_COST = 64
 
 
-def plan_prefix_batches(rows: Sequence[Sequence[int]], limits: Sequence[int], batch_size: int, max_batch_tokens: int):
-    """Sort rows so that neighbours share prefixes, and cut them into batches.
+def plan_prefix_groups(rows: Sequence[Sequence[int]], limits: Sequence[int]) -> list[tuple[list[int], int]]:
+    """Sort one batch's rows so that neighbours share prefixes, and cut them into groups.
 
-    ``limits[i]`` is the longest prefix row ``i`` may share (its remainder must keep what is scored).
-    Returns ``[(row indices, shared prefix length)]``. A row joins the current batch unless starting a
-    new batch costs fewer token passes: a new batch runs its own longer shared prefix once (extending
-    the cache of the previous prefix), so the choices of one question are scored after the question
-    has run once, while unrelated short rows still share one batch.
+    ``limits[i]`` is the longest prefix row ``i`` may share (each prompt keeps at least its last
+    token). Returns ``[(row indices, shared prefix length)]``. A row joins the current group unless
+    starting a new one costs fewer token passes: a new group runs its own longer shared prefix once
+    (extending the cache of the previous prefix), so prompts with different few-shot texts each read
+    theirs once, while unrelated short prompts still share one group.
     """
     order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
-    batches: list[tuple[list[int], int]] = []
+    groups: list[tuple[list[int], int]] = []
     current: list[int] = []
     current_p = 0
     width = 0
     for i in order:
         row = rows[i]
         if current:
-            p = min(current_p, common_prefix_length([rows[current[0]], row]), limits[i])
+            shared = common_prefix_length([rows[current[0]], row])
+            p = min(current_p, shared, limits[i])
             new_width = max(width + current_p - p, len(row) - p)
             join = (len(current) + 1) * new_width - len(current) * width
-            cached = min(common_prefix_length([rows[current[0]], row]), current_p)  # stored once this batch ran
-            fresh = (limits[i] - cached) + (len(row) - limits[i]) + NEW_BATCH_COST
-            fits = len(current) + 1 <= batch_size and (len(current) + 1) * new_width <= max_batch_tokens
-            if fits and join <= fresh:
+            fresh = (limits[i] - min(shared, current_p)) + (len(row) - limits[i]) + NEW_GROUP_COST
+            if join <= fresh:
                 current.append(i)
                 current_p, width = p, new_width
                 continue
-            batches.append((current, current_p))
+            groups.append((current, current_p))
         current, current_p, width = [i], limits[i], len(row) - limits[i]
     if current:
-        batches.append((current, current_p))
-    return batches
+        groups.append((current, current_p))
+    return groups
 
 
 def _cache_of(out):
@@ -305,7 +304,7 @@ def prefill_prompts(model, caches: PrefixCaches, seqs: list[list[int]], pad: int
     at least its last token); one group per batch from the first time a model's caches cannot be joined."""
     limits = [len(x) - 1 for x in seqs]
     if caches.joinable:
-        filled = prefill_batch(model, caches, seqs, plan_prefix_batches(seqs, limits, len(seqs), 1 << 62), pad)
+        filled = prefill_batch(model, caches, seqs, plan_prefix_groups(seqs, limits), pad)
         if filled is not None:
             return filled
         caches.joinable = False

@@ -45,9 +45,10 @@ message goes through the chat template, with RWKU's unlearning instruction first
   download): runs of letters and digits (with inner hyphens and dots in numbers kept), clitics split
   off ("don't" -> "do", "n't"; "it's" -> "it", "'s"), every other non-space character its own token.
 
-Log-likelihood scoring runs the shared prefix of a batch (the system prompt, the few-shot text, the
-primer) once through the model and reuses its KV cache for every row, which is what makes these
-metrics cheap; results equal scoring each row alone up to float rounding.
+Log-likelihood scoring runs each distinct prompt once, the prefix a batch of prompts shares (the
+system prompt, the few-shot text, the primer) once for them all, and each response (a choice) as a
+continuation of its prompt's KV cache, which is what makes these metrics cheap; results equal
+scoring each (prompt, response) pair alone up to float rounding.
 """
 
 from __future__ import annotations
@@ -76,12 +77,9 @@ from ..errors import UserError
 from ..fileio import read_json, read_jsonl
 from ..sequences import IGNORE, cache_argument, token_logprobs
 from .generation import (
-    MIN_SHARED_PREFIX,
     GenerationStats,
     PrefixCaches,
-    common_prefix_length,
     generate,
-    plan_prefix_batches,
     prefill_prompts,
     progress_bar,
     select_cache_rows,
@@ -289,60 +287,6 @@ def fluency_prompt(tokenizer, item: FluencyItem, icu_target: str | None = None) 
 # ---------------------------------------------------------------------------------------------
 
 
-class _PrefixRunner:
-    """Runs rows of token ids through the model after a shared prefix whose KV cache is computed once."""
-
-    def __init__(self, model, pad_id: int):
-        self.model = model
-        self.pad = pad_id
-        self.device = next(model.parameters()).device
-        self.caches = PrefixCaches(model)
-
-    def forward(self, rows: Sequence[Sequence[int]], prefix_len: int, keep: int) -> torch.Tensor:
-        """Logits of the last ``keep`` positions of each row's remainder (after its first ``prefix_len`` tokens).
-
-        Remainders are left-padded after the prefix, so the kept positions are each row's last ``keep``
-        tokens (masked pads where a remainder is shorter); positions follow the attention mask.
-        """
-        rest = [list(r[prefix_len:]) for r in rows]
-        width = max(len(r) for r in rest)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rest):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        pos = (prefix_len + mask.cumsum(-1) - 1).clamp(min=prefix_len)
-        kwargs = {}
-        if prefix_len > 0:
-            kwargs[self.caches.arg] = self.caches.expanded(rows[0][:prefix_len], len(rows))
-            mask = torch.cat([torch.ones((len(rows), prefix_len), dtype=torch.long), mask], dim=1)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), use_cache=prefix_len > 0, logits_to_keep=keep, **kwargs)
-        return out.logits
-
-
-def _run_batches(model, tokenizer, rows, limits, keep, batch_size, max_batch_tokens, progress):
-    """Yield ``(batch indices, prefix length, logits of the last keep(batch) positions)`` for all rows."""
-    runner = _PrefixRunner(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    planned = plan_prefix_batches(rows, limits, batch_size, max_batch_tokens)
-    # The prefix every row shares (system prompt, few-shot text) is computed first and reused by all.
-    shared = min(common_prefix_length(rows), min(limits))
-    if shared >= MIN_SHARED_PREFIX:
-        runner.caches.get(rows[0][:shared])
-    was_training = model.training
-    model.eval()
-    bar = progress_bar(len(rows), progress)
-    try:
-        for batch, p in planned:
-            p = p if p >= MIN_SHARED_PREFIX else 0
-            yield batch, p, runner.forward([rows[i] for i in batch], p, keep(batch))
-            bar.update(len(batch))
-    finally:
-        bar.close()
-        if was_training:
-            model.train()
-
-
 @torch.inference_mode()
 def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batch_size: int = 16,
                         max_batch_tokens: int = 2048, progress: str | None = None) -> list[float]:
@@ -447,19 +391,32 @@ def _flat_logprobs(model, prompts: list[list[int]], responses: list[list[int]], 
 
 @torch.inference_mode()
 def next_token_logprobs(model, tokenizer, prompts: Sequence[str], token_ids: Sequence[int], batch_size: int = 16,
-                        max_batch_tokens: int = 4096, progress: str | None = None) -> list[list[float]]:
-    """Log-probabilities (over the whole vocabulary) of ``token_ids`` as the next token after each prompt."""
+                        progress: str | None = None) -> list[list[float]]:
+    """Log-probabilities (over the whole vocabulary) of ``token_ids`` as the next token after each
+    prompt (``batch_size`` prompts at a time, the prefixes they share run once)."""
     if not prompts:
         return []
     rows = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    limits = [max(0, len(r) - 1) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: rows[i])
     out: list[list[float]] = [[] for _ in rows]
     idx = torch.tensor(list(token_ids), dtype=torch.long)
-    for batch, _, logits in _run_batches(model, tokenizer, rows, limits, lambda b: 1, batch_size, max_batch_tokens,
-                                         progress):
-        logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)[:, idx.to(logits.device)]
-        for r, i in enumerate(batch):
-            out[i] = logp[r].tolist()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    caches = PrefixCaches(model)
+    was_training = model.training
+    model.eval()
+    bar = progress_bar(len(rows), progress)
+    try:
+        for b in range(0, len(order), batch_size):
+            batch = order[b : b + batch_size]
+            where, _, last, _, _ = prefill_prompts(model, caches, [rows[i] for i in batch], pad)
+            logp = torch.log_softmax(last.float(), dim=-1)[:, idx.to(last.device)]
+            for r, j in enumerate(where):
+                out[batch[j]] = logp[r].tolist()
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        if was_training:
+            model.train()
     return out
 
 
