@@ -366,31 +366,14 @@ def _sampler(do_sample: bool, temperature: float, top_p: float):
     return draw
 
 
-def generate(
-    model,
-    tokenizer,
-    prompts: list[str],
-    max_new_tokens: int = 30,
-    batch_size: int = 16,
-    stop_at_newline: bool = True,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    progress: str | None = None,
-    return_stats: bool = False,
-):
-    """Generate one output per prompt (see the module docstring); ``(outputs, GenerationStats)`` with ``return_stats``."""
-    outputs, each = generate_each(model, tokenizer, prompts, max_new_tokens, batch_size, stop_at_newline, do_sample,
-                                  temperature, top_p, seed, progress)
+def generate(model, tokenizer, prompts: list[str], *args, return_stats: bool = False, **kwargs):
+    """Generate one output per prompt (see the module docstring; the options are ``generate_each``'s:
+    ``max_new_tokens=30, batch_size=16, stop_at_newline=True, do_sample=False, temperature=1.0,
+    top_p=1.0, seed=None, progress=None``); ``(outputs, GenerationStats)`` with ``return_stats``."""
+    outputs, each = generate_each(model, tokenizer, prompts, *args, **kwargs)
     if not return_stats:
         return outputs
-    stats = GenerationStats(prompts=len(prompts))
-    for s in each:
-        stats.prompt_tokens += s.prompt_tokens
-        stats.generated_tokens += s.generated_tokens
-        stats.seconds += s.seconds
-    return outputs, stats
+    return outputs, sum(each, GenerationStats())
 
 
 @torch.inference_mode()
