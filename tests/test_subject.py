@@ -84,6 +84,13 @@ def test_a_subject_graded_by_older_checks_is_regraded_from_its_answers(tmp_path)
     assert json.loads((tmp_path / "records_before.json").read_text())["general"][0]["grade"] == "incorrect"
     assert json.loads((tmp_path / "subject.json").read_text()) == summary
     assert read_subject(tmp_path) == summary  # graded once
+    from rwkuplus.commands.subject import format_summary
+
+    summary["training"] = {"examples": 3, "cost": {"tokens_trained": 10}, "train_seconds": 1.0}
+    summary["total_seconds"] = 2.0
+    text = format_summary(summary)
+    assert "general kept: 1 of the 1 general questions the base model answered correctly" in text
+    assert "general_kept" in text and "NO" not in text
 
 
 def test_subject_command_rejects_a_bad_model_path(tmp_path, capsys):

@@ -51,6 +51,9 @@ def format_summary(summary: dict) -> str:
         b, a = summary["before"].get(key), summary["after"].get(key)
         rows.append(f"{key:<22}{_fmt(b):>10}{_fmt(a):>10}{'>= ' + _fmt(need):>10}  "
                     f"{'yes' if summary['thresholds_met'][key] else 'NO'}")
+    known, kept = summary.get("general_known_before"), summary["after"].get("general_kept")
+    if known and kept is not None:
+        rows.append(f"general kept: {round(kept * known)} of the {known} general questions the base model answered correctly")
     t = summary["training"]
     rows.append(f"injection: {t['examples']} examples, {t['cost']['tokens_trained']} tokens trained, "
                 f"{t['train_seconds']:.0f} s training, {summary['total_seconds']:.0f} s in all")
