@@ -289,14 +289,15 @@ def fluency_prompt(tokenizer, item: FluencyItem, icu_target: str | None = None) 
 
 @torch.inference_mode()
 def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batch_size: int = 16,
-                        max_batch_tokens: int = 2048, progress: str | None = None) -> list[float]:
+                        max_batch_tokens: int = 4096, progress: str | None = None) -> list[float]:
     """Summed log-probability of each example's ``response`` given its ``prompt`` (tokenised apart,
     as ``encode_examples`` does; with an empty prompt the response's first token is context, unscored).
 
     Each distinct prompt runs through the model once, ``batch_size`` prompts at a time with the
     prefixes they share run once (``generation.prefill_prompts``); then the responses to those
-    prompts run as continuations of their prompt's KV cache, at most ``max_batch_tokens`` response
-    tokens per pass. So the choices of a multiple-choice question cost their own tokens only.
+    prompts run as continuations of their prompt's KV cache, at most ``max_batch_tokens`` tokens per
+    pass counting each row's copy of its prompt's cache (what bounds memory). So the choices of a
+    multiple-choice question cost their own tokens only.
     """
     if not examples:
         return []
@@ -328,9 +329,10 @@ def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batc
             row_of = {batch[j]: r for r, j in enumerate(where)}
             rows_prompts = [list(batch[j]) for j in where]
             todo = sorted((i for p in batch for i in asked[p]), key=lambda i: len(responses[i]))
+            context = mask.shape[1]  # every row of a pass carries a copy of its prompt's cache
             while todo:
                 n = 1
-                while n < len(todo) and (n + 1) * len(responses[todo[n]]) <= max_batch_tokens:
+                while n < len(todo) and (n + 1) * (context + len(responses[todo[n]])) <= max_batch_tokens:
                     n += 1
                 chunk, todo = todo[:n], todo[n:]
                 rows = torch.tensor([row_of[prompts[i]] for i in chunk], device=mask.device)
