@@ -338,12 +338,14 @@ def test_probe_prompts_of_several_targets_are_answered_together(tiny, tmp_path, 
     model, tok = tiny
     bench = benchmark()
     parts = ["forget", "neighbor"]
-    evaluate_model(model, tok, bench, tmp_path / "together", parts=parts, settings=settings(), progress=False)
+    result = evaluate_model(model, tok, bench, tmp_path / "together", parts=parts, settings=settings(), progress=False)
     from rwkuplus.evaluation.probes import probe_prompts
 
     mine = [set(probe_prompts(tok, t.forget_probes + t.neighbor_probes)) for t in bench.targets]
     n = [len(mine[0]), len(mine[1] - mine[0])]  # a prompt both targets ask is answered once
     assert [len(a) for a in asked] == [sum(n)]
+    # The answers were generated ahead of the parts; their cost still reaches the parts, each prompt once.
+    assert result["cost"]["generation"]["prompts"] == sum(n) and result["cost"]["prefetch_seconds"] > 0
     asked.clear()
     small = settings()
     small.batch_size = 1
