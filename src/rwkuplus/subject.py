@@ -288,9 +288,12 @@ def read_subject(folder: Path) -> dict:
     summary["after"][f"general_kept_v{version}"] = summary["after"].get("general_kept")
     summary["after"]["general_kept"] = kept
     summary.update(general_known_before=n_known, checks_version=CHECKS_VERSION, **_verdict(summary["after"]))
-    for side in ("before", "after"):
-        write_json(folder / f"records_{side}.json", records[side])
-    write_json(folder / "subject.json", summary)
+    try:  # subject.json last: a re-grade cut short is simply done again on the next read
+        for side in ("before", "after"):
+            write_json(folder / f"records_{side}.json", records[side])
+        write_json(folder / "subject.json", summary)
+    except OSError as e:  # a read-only cache: the re-graded summary is still returned
+        log.warning("could not save the re-graded checks in %s: %s", folder, e)
     return summary
 
 
