@@ -149,6 +149,17 @@ def test_other_evaluation_in_the_same_folder_is_refused(tiny, tmp_path):
                        model_info={"spec": "other"}, progress=False)
 
 
+def test_other_evaluation_is_refused_before_any_probe_is_answered(tiny, tmp_path, asked):
+    model, tok = tiny
+    evaluate_model(model, tok, benchmark(), tmp_path, parts=["forget"], settings=settings(), model_info=INFO,
+                   progress=False)
+    asked.clear()
+    with pytest.raises(UserError, match=r"forget.json: holds a result of a different evaluation"):
+        evaluate_model(model, tok, benchmark(), tmp_path, parts=["forget"], settings=settings(),
+                       model_info={"spec": "other"}, progress=False)
+    assert asked == []  # the answers ahead of the parts were not generated for nothing
+
+
 def test_icu_puts_the_instruction_everywhere(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     utility_calls = count_calls(monkeypatch, "utility")

@@ -231,30 +231,36 @@ def _cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _join_caches(caches: list):
-    """One KV cache holding the rows of ``caches`` in order, each left-padded (masked positions) to the
-    longest; None when a cache is not a plain per-layer key/value cache (sliding windows, ...)."""
+def _plain_layers(cache) -> list | None:
+    """The per-layer key/value layers of a plain cache (``DynamicLayer``s); None for any other kind
+    (sliding windows, ...), whose rows cannot be joined or selected here."""
     from transformers.cache_utils import DynamicLayer
 
-    layers = [getattr(c, "layers", None) for c in caches]
-    if any(ls is None or any(type(layer) is not DynamicLayer for layer in ls) for ls in layers):
+    layers = getattr(cache, "layers", None)
+    return None if layers is None or any(type(layer) is not DynamicLayer for layer in layers) else layers
+
+
+def _join_caches(caches: list):
+    """The rows of ``caches`` in order, in the first cache (modified), each left-padded (masked
+    positions) to the longest; None when a cache is not plain (``_plain_layers``)."""
+    layers = [_plain_layers(c) for c in caches]
+    if any(ls is None for ls in layers):
         return None
     length = max(c.get_seq_length() for c in caches)
-    first = caches[0]
-    for i, layer in enumerate(first.layers):
+    for i, layer in enumerate(layers[0]):
         for attr in ("keys", "values"):
             parts = [getattr(ls[i], attr) for ls in layers]
             setattr(layer, attr, torch.cat([torch.nn.functional.pad(x, (0, 0, length - x.shape[-2], 0)) for x in parts]))
-    return first
+    return caches[0]
 
 
 def select_cache_rows(cache, rows: torch.Tensor):
-    """A new KV cache holding the rows ``rows`` of a plain per-layer cache (``cache`` is left as it is);
-    None when a layer is not a plain key/value layer."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    """A new KV cache holding the rows ``rows`` of a plain cache (``cache`` is left as it is); None when
+    the cache is not plain (``_plain_layers``)."""
+    from transformers.cache_utils import DynamicCache
 
-    layers = getattr(cache, "layers", None)
-    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+    layers = _plain_layers(cache)
+    if layers is None:
         return None
     new = DynamicCache()
     for i, layer in enumerate(layers):

@@ -264,17 +264,26 @@ def format_table(rows: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
+def _finished(part: Part, folder: Path, key: str) -> dict | None:
+    """The part's summary when this same evaluation finished it in ``folder``, None when it has not
+    run there; a UserError when a different evaluation's result is there."""
+    summary_path = folder / f"{part.name}.json"
+    if not summary_path.exists():
+        return None
+    summary = read_json(summary_path)
+    if summary.get("key") == key:
+        return summary
+    raise UserError(
+        f"{summary_path}: holds a result of a different evaluation (other model, benchmark, ICU or settings); "
+        "use another --out folder or delete this one."
+    )
+
+
 def _run_part(part: Part, ctx: EvalContext, folder: Path, key: str) -> dict:
     """Run one part (or read it back when already done by the same evaluation); returns its summary."""
-    summary_path = folder / f"{part.name}.json"
-    if summary_path.exists():
-        summary = read_json(summary_path)
-        if summary.get("key") == key:
-            return summary
-        raise UserError(
-            f"{summary_path}: holds a result of a different evaluation (other model, benchmark, ICU or settings); "
-            "use another --out folder or delete this one."
-        )
+    summary = _finished(part, folder, key)
+    if summary is not None:
+        return summary
     start = time.perf_counter()
     result = part.evaluate(ctx)
     for stem, rows in result.records.items():
@@ -285,23 +294,19 @@ def _run_part(part: Part, ctx: EvalContext, folder: Path, key: str) -> dict:
         "records": {stem: len(rows) for stem, rows in result.records.items()},
         "generation": result.generation.to_json(), "seconds": time.perf_counter() - start,
     }
-    write_json(summary_path, summary)
+    write_json(folder / f"{part.name}.json", summary)
     return summary
-
-
-def _pending(part: Part, where: tuple[Path, str]) -> bool:
-    summary_path = where[0] / f"{part.name}.json"
-    return not (summary_path.exists() and read_json(summary_path).get("key") == where[1])
 
 
 def _prefetch(plans: list, parts: Sequence[str], progress: bool) -> None:
     """Answer the probe prompts of the first target's pending parts, together with those of the
-    targets after it, up to ``PREFETCH_BATCHES`` batches, in one call (nothing when already answered)."""
+    targets after it, up to ``PREFETCH_BATCHES`` batches, in one call (nothing when already answered;
+    a folder holding another evaluation's part is a UserError before anything is generated)."""
     wanted: list[str] = []
     count = 0
     for i, (_, _, ctx, where) in enumerate(plans):
         book = _book(ctx)
-        mine = [p for name in parts if PARTS[name].prompts and _pending(PARTS[name], where[name])
+        mine = [p for name in parts if PARTS[name].prompts and _finished(PARTS[name], *where[name]) is None
                 for p in PARTS[name].prompts(ctx) if p not in book]
         if i == 0 and not mine:
             return

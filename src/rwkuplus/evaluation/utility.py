@@ -75,7 +75,7 @@ from ..benchmark.records import (
 )
 from ..errors import UserError
 from ..fileio import read_json, read_jsonl
-from ..sequences import IGNORE, cache_argument, token_logprobs
+from ..sequences import IGNORE, token_logprobs
 from .generation import (
     GenerationStats,
     PrefixCaches,
@@ -310,12 +310,11 @@ def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batc
         prompts.append(tuple(p))
         responses.append(r)
     scores = [0.0] * len(examples)
-    distinct = sorted({p for p in prompts if p})  # token order: prompts sharing a prefix side by side
-    asked: dict[tuple, list[int]] = {}
+    asked: dict[tuple, list[int]] = {}  # prompt -> the examples that have something to score after it
     for i, p in enumerate(prompts):
         if p and responses[i]:
             asked.setdefault(p, []).append(i)
-    distinct = [p for p in distinct if p in asked]
+    distinct = sorted(asked)  # token order: prompts sharing a prefix side by side
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     caches = PrefixCaches(model)
     was_training = model.training
@@ -336,7 +335,7 @@ def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batc
                     n += 1
                 chunk, todo = todo[:n], todo[n:]
                 rows = torch.tensor([row_of[prompts[i]] for i in chunk], device=mask.device)
-                for i, lp in zip(chunk, _continuation_logprobs(model, cache, rows, last, mask, next_pos,
+                for i, lp in zip(chunk, _continuation_logprobs(model, caches.arg, cache, rows, last, mask, next_pos,
                                                                [responses[i] for i in chunk], pad, rows_prompts)):
                     scores[i] = lp
                 bar.update(len(chunk))
@@ -347,7 +346,7 @@ def score_continuations(model, tokenizer, examples: Sequence[TrainExample], batc
     return scores
 
 
-def _continuation_logprobs(model, cache, rows: torch.Tensor, last: torch.Tensor, mask: torch.Tensor,
+def _continuation_logprobs(model, arg: str, cache, rows: torch.Tensor, last: torch.Tensor, mask: torch.Tensor,
                            next_pos: torch.Tensor, responses: list[list[int]], pad: int,
                            prompts: list[list[int]]) -> list[float]:
     """Summed log-probabilities of ``responses``, each continuing cache row ``rows[k]`` (the prompt
@@ -365,8 +364,7 @@ def _continuation_logprobs(model, cache, rows: torch.Tensor, last: torch.Tensor,
         return _flat_logprobs(model, [prompts[int(r)] for r in rows], responses, pad)
     full_mask = torch.cat([mask[rows], (labels[:, 1:] != IGNORE).long()], dim=1)
     positions = next_pos[rows].unsqueeze(1) + torch.arange(width, device=mask.device)
-    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
-                **{cache_argument(model): sub})
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True, **{arg: sub})
     logits = torch.cat([last[rows].unsqueeze(1), out.logits], dim=1)
     lp, _ = token_logprobs(logits, labels)
     return [float(x) for x in lp.sum(dim=1)]
