@@ -122,14 +122,14 @@ def subject_checks(model, tokenizer, world: World, general: list[tuple[str, list
     matcher = load_refusal_matcher(paths=[])
     questions = checks["retained"] + checks["nonexistent"] + [(q, a) for q, a in (general or [])]
     answers = generate(model, tokenizer, [question_prompt(tokenizer, q) for q, _ in questions], batch_size=batch_size)
-    graded = []
-    for (q, gold), answer in zip(questions, answers):
-        golds = gold if isinstance(gold, list) else ([gold] if gold else [])
-        graded.append({"question": q, "gold": golds, "prediction": answer, "grade": grade(answer, golds, matcher, question=q)})
     n_ret, n_non = len(checks["retained"]), len(checks["nonexistent"])
+    graded = []
+    for k, ((q, gold), answer) in enumerate(zip(questions, answers)):
+        golds = gold if isinstance(gold, list) else ([gold] if gold else [])
+        verdict = (grade(answer, golds, matcher, question=q) if k < n_ret + n_non
+                   else general_grade(answer, golds, matcher, q))
+        graded.append({"question": q, "gold": golds, "prediction": answer, "grade": verdict})
     retained, nonexistent, gen = graded[:n_ret], graded[n_ret:n_ret + n_non], graded[n_ret + n_non:]
-    for r in gen:
-        r["grade"] = general_grade(r["prediction"], r["gold"], matcher, r["question"])
     scores = {
         "forget_FB": f_metrics.get("FB"), "forget_QA": f_metrics.get("QA"), "neighbor_All": n_metrics.get("All"),
         "retained_accuracy": _share(retained, "correct"), "nonexistent_refusal": _share(nonexistent, "abstained"),

@@ -30,9 +30,6 @@ class AnswerBook:
     def __contains__(self, prompt: str) -> bool:
         return prompt in self._answers
 
-    def __len__(self) -> int:
-        return len(self._answers)
-
     def fill(self, prompts: Sequence[str], progress: str | None = None) -> None:
         """Answer, in one batched call, the ``prompts`` not answered yet."""
         todo = [p for p in dict.fromkeys(prompts) if p not in self._answers]
