@@ -4,6 +4,8 @@ import pytest
 
 from rwkuplus.tradeoff import (
     TradeOff,
+    at_forgetting,
+    at_levels,
     forget_efficacy,
     harmonic_mean,
     honesty_component,
@@ -171,3 +173,42 @@ def test_trajectory_without_utility_has_no_utility_hypervolume():
     s = trajectory_summary(traj)
     assert s["hypervolume_fe_ur"] is None
     assert s["hypervolume_fe_hs"] == pytest.approx(0.6 * 0.9)
+
+
+def test_at_forgetting_reads_every_quantity_and_steps_to_fe():
+    # FE 0 -> 0.4 -> 0.6 -> 0.9 at steps 0, 2, 4, 6
+    points = [{"step": 0, "FE": 0.0, "UR": 1.0, "dHR unrelated": 0.0, "conflict_ratio": 0.2},
+              {"step": 2, "FE": 0.4, "UR": 0.9, "dHR unrelated": 0.1, "conflict_ratio": 0.3},
+              {"step": 4, "FE": 0.6, "UR": 0.7, "dHR unrelated": 0.3},  # no diagnostics here
+              {"step": 6, "FE": 0.9, "UR": 0.4, "dHR unrelated": 0.5, "conflict_ratio": 0.6}]
+    half = at_forgetting(points, 0.5)
+    assert half["reached"] is True
+    assert half["step"] == pytest.approx(3.0)  # halfway between steps 2 and 4
+    assert half["UR"] == pytest.approx(0.8)
+    assert half["dHR unrelated"] == pytest.approx(0.2)
+    # the conflict ratio is missing at step 4: read between steps 2 and 6 (FE 0.4 -> 0.9)
+    assert half["conflict_ratio"] == pytest.approx(0.3 + 0.3 * (0.1 / 0.5))
+    high = at_forgetting(points, 0.8)
+    assert high["step"] == pytest.approx(4 + 2 * (0.2 / 0.3))
+    assert high["UR"] == pytest.approx(0.7 - 0.3 * (0.2 / 0.3))
+    both = at_levels(points)
+    assert set(both) == {"0.5", "0.8"} and both["0.8"] == high
+
+
+def test_at_forgetting_never_reached_says_so():
+    points = [{"step": 0, "FE": 0.0, "UR": 1.0}, {"step": 4, "FE": 0.3, "UR": 0.9}, {"step": 8, "FE": 0.7, "UR": 0.8}]
+    high = at_forgetting(points, 0.8)
+    assert high == {"level": 0.8, "reached": False, "step": None, "UR": None}
+    assert at_forgetting(points, 0.5)["reached"] is True
+    # an exact hit counts as reached; the step is that checkpoint's
+    hit = at_forgetting(points + [{"step": 10, "FE": 0.8, "UR": 0.5}], 0.8)
+    assert hit["reached"] and hit["step"] == 10 and hit["UR"] == 0.5
+    # missing FE values are skipped, not read as 0
+    assert at_forgetting([{"step": 0, "FE": 0.0}, {"step": 2, "FE": None}], 0.5)["reached"] is False
+
+
+def test_trajectory_summary_at_several_levels():
+    traj = [TradeOff(0.0, 1.0, 1.0, 1.0, 0.0, 0.0), TradeOff(1.0, 1.0, 0.0, 0.5, None, None)]
+    s = trajectory_summary(traj, at=(0.5, 0.8))
+    assert s["ur_at_fe_0.5"] == pytest.approx(0.5) and s["ur_at_fe_0.8"] == pytest.approx(0.2)
+    assert s["hs_at_fe_0.8"] == pytest.approx(0.6)

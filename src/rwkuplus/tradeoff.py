@@ -22,6 +22,11 @@ Along a training trajectory (checkpoints in training order, the Before model fir
 - ``hypervolume``: the area dominated by the points, against the reference point (0, 0);
 - ``value_at``: y at x = 0.5 by linear interpolation at the first crossing of x = 0.5 in checkpoint
   order; None when x never reaches 0.5.
+- ``at_forgetting``: every quantity of a trajectory (UR, NR, HS, dHR per domain, conflict measures,
+  ...) read at FE = ``level`` (0.5 and 0.8: ``FE_LEVELS``) the same way, and the training step at
+  which FE first reaches the level (``step``: steps-to-FE, interpolated between checkpoints). A
+  trajectory that never reaches the level says so (``reached: false``, every value None): methods are
+  compared at equal forgetting, never at a made-up point.
 """
 
 from __future__ import annotations
@@ -187,6 +192,46 @@ def value_at(xs: Sequence[Number | None], ys: Sequence[Number | None], at: float
     return None
 
 
+FE_LEVELS = (0.5, 0.8)
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and _defined(v)
+
+
+def at_forgetting(points: Sequence[Mapping], level: float = 0.5, keys: Sequence[str] | None = None,
+                  x: str = "FE") -> dict:
+    """The trajectory read at ``x`` (FE) = ``level``: ``{"level", "reached", "step", <key>: value, ...}``.
+
+    ``points`` are checkpoints in training order (dicts with ``x``, ``step`` and other numbers; put the
+    Before model first: FE 0 at step 0). ``reached`` is whether FE crosses ``level`` at all; ``step`` is
+    the training step where it first does (linear interpolation between the two checkpoints that
+    bracket it: steps-to-FE); each key (default: every numeric field but ``x`` and ``step``) is
+    ``value_at`` its own series (checkpoints missing that key are skipped). Not reached: ``step`` and
+    every value are None.
+    """
+    xs = [p.get(x) if _numeric(p.get(x)) else None for p in points]
+    if keys is None:
+        keys = list(dict.fromkeys(k for p in points for k, v in p.items() if k not in (x, "step") and _numeric(v)))
+    reached = value_at(xs, xs, level) is not None
+    out: dict = {"level": level, "reached": reached}
+
+    def read(key: str):
+        ys = [p.get(key) if _numeric(p.get(key)) else None for p in points]
+        return value_at(xs, ys, level) if reached else None
+
+    out["step"] = read("step")
+    for key in keys:
+        out[key] = read(key)
+    return out
+
+
+def at_levels(points: Sequence[Mapping], levels: Sequence[float] = FE_LEVELS,
+              keys: Sequence[str] | None = None) -> dict[str, dict]:
+    """``at_forgetting`` at each level, keyed ``"0.5"``, ``"0.8"``."""
+    return {f"{level:g}": at_forgetting(points, level, keys) for level in levels}
+
+
 def _measured_hypervolume(points: list[tuple], front: list[int]) -> float | None:
     """The front's hypervolume; None when no checkpoint after the first (Before) measured the pair."""
     if not any(_defined(x, y) for x, y in points[1:]):
@@ -194,8 +239,9 @@ def _measured_hypervolume(points: list[tuple], front: list[int]) -> float | None
     return hypervolume([points[i] for i in front])
 
 
-def trajectory_summary(trade_offs: Sequence[TradeOff], at: float = 0.5) -> dict:
-    """Pareto fronts in (FE, UR) and (FE, HS), their hypervolumes against (0, 0), and UR, HS at FE = ``at``.
+def trajectory_summary(trade_offs: Sequence[TradeOff], at: float | Sequence[float] = 0.5) -> dict:
+    """Pareto fronts in (FE, UR) and (FE, HS), their hypervolumes against (0, 0), and UR, HS at FE = ``at``
+    (one level or several: keys ``ur_at_fe_0.5``, ``hs_at_fe_0.8``, ...).
 
     ``trade_offs`` are the checkpoints in training order (put the Before model first: FE 0, UR 1, HS 1).
     Front entries are checkpoint indices.
@@ -207,11 +253,13 @@ def trajectory_summary(trade_offs: Sequence[TradeOff], at: float = 0.5) -> dict:
     fe_hs = [p for p in zip(fe, hs)]
     front_ur = pareto_front(fe_ur)
     front_hs = pareto_front(fe_hs)
-    return {
+    out = {
         "pareto_fe_ur": front_ur,
         "pareto_fe_hs": front_hs,
         "hypervolume_fe_ur": _measured_hypervolume(fe_ur, front_ur),
         "hypervolume_fe_hs": _measured_hypervolume(fe_hs, front_hs),
-        f"ur_at_fe_{at}": value_at(fe, ur, at),
-        f"hs_at_fe_{at}": value_at(fe, hs, at),
     }
+    for level in ([at] if isinstance(at, (int, float)) else at):
+        out[f"ur_at_fe_{level}"] = value_at(fe, ur, level)
+        out[f"hs_at_fe_{level}"] = value_at(fe, hs, level)
+    return out
