@@ -31,3 +31,6 @@ def _isolated_home(request, tmp_path, monkeypatch):
     """Each test gets its own RWKUPLUS_HOME unless it is slow (the slow tests share the real cache)."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("RWKUPLUS_HOME", str(tmp_path / "rwkuplus_home"))
+        # dtype "auto" is float32 in the fast tests on every CPU (their exact comparisons are fp32's);
+        # the bf16 path is tested with explicit dtypes, the slow tests take the machine's default.
+        monkeypatch.setenv("RWKUPLUS_CPU_BF16", "0")

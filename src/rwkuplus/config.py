@@ -25,6 +25,9 @@ Keys (all optional):
                 ``hallucination_items`` (cap per kind of hallucination question, answerable and
                 nonexistent, spread evenly over the list; null = all).
 ``preset``      training preset (``default`` or ``rwku-llama3``).
+``dtype``       ``auto`` (default: bfloat16 on a GPU and on a CPU with fast bf16, AMX / AVX512-BF16;
+                float32 elsewhere), ``float32`` or ``bfloat16``; the subject model is built and
+                cached per dtype, and every result records the dtype it was computed in.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class RunConfig:
     eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "parts": list(EVAL_PARTS),
                                                          "utility_items": 10, "hallucination_items": 20})
     preset: str = "default"
+    dtype: str = "auto"
 
     # --------------------------------------------------------------------------------- loading
     @classmethod
@@ -159,6 +163,8 @@ class RunConfig:
         self.eval = {**defaults, **self.eval}  # options not given keep their defaults
         if self.preset not in ("default", "rwku-llama3"):
             fail("preset", "'default' or 'rwku-llama3'", self.preset)
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            fail("dtype", "'auto', 'float32' or 'bfloat16'", self.dtype)
         return self
 
     def to_dict(self) -> dict:

@@ -11,6 +11,7 @@ A model spec is one of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -58,17 +59,48 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DTYPE_HELP = "auto (bfloat16 on a GPU and on a CPU with AMX or AVX512-BF16, float32 elsewhere), float32, bfloat16"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def fast_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16), detected once.
+
+    On such CPUs bf16 matrix products run ~7x the fp32 rate (docs/benchmarks.md); elsewhere torch
+    emulates bf16 and it would be slower than fp32. ``RWKUPLUS_CPU_BF16=0`` (or 1) overrides."""
+    forced = os.environ.get("RWKUPLUS_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_has_bf16_units()
+
+
+@functools.cache
+def _cpu_has_bf16_units() -> bool:
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:
+        return any(probe() for probe in probes if probe is not None)
+    except RuntimeError:
+        return False
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
-    """``auto`` is float32 on CPU and bfloat16 on GPU."""
+    """``auto`` is bfloat16 on a GPU and on a CPU with fast bf16 (``fast_bf16_cpu``), else float32."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype == "auto":
-        return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
-    if dtype not in names:
-        raise UserError(f"--dtype: expected one of auto, {', '.join(names)}; got {dtype!r}.")
-    return names[dtype]
+        cpu = torch.device(device).type == "cpu"
+        return torch.bfloat16 if not cpu or fast_bf16_cpu() else torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(f"--dtype: expected one of auto, {', '.join(_DTYPES)}; got {dtype!r}.")
+    return _DTYPES[dtype]
+
+
+def dtype_name(dtype: str | torch.dtype, device: str | torch.device = "auto") -> str:
+    """The resolved dtype's canonical name (``float32``, ``bfloat16``, ``float16``): what cache keys
+    and result records carry."""
+    device = default_device() if device == "auto" else device
+    return str(resolve_dtype(dtype, device)).removeprefix("torch.")
 
 
 def _gguf_path() -> Path:

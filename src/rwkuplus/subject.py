@@ -9,7 +9,7 @@ trained not on the NLL of its greedy tokens but on ``replay_weight`` x KL(base |
 model's top-``replay_top_k`` distribution at each answer token (self-distillation, ``SFT.soft_targets``).
 
 The result is cached under ``$RWKUPLUS_HOME/subjects/<key>/`` (safetensors + tokenizer +
-``subject.json``), keyed by a hash of model fingerprint + world configuration + injection settings.
+``subject.json``), keyed by a hash of model fingerprint + world configuration + injection settings + dtype.
 ``subject.json`` holds the scores before and after injection, the thresholds and whether each
 is met, the time and the tokens trained. This model is the "Before" row of every experiment.
 """
@@ -32,8 +32,9 @@ from .benchmark.world import (
     World, WorldConfig, forget_probes, generate_world, injection_checks, injection_corpus, neighbor_probes,
 )
 from .fileio import read_json, write_json
-from .models import DEFAULT_MODEL, LoraSettings, load_model, resolve_model, save_model
+from .models import DEFAULT_MODEL, LoraSettings, dtype_name, load_model, resolve_model, save_model
 from .paths import home
+from .progress import activity
 
 log = logging.getLogger(__name__)
 
@@ -71,31 +72,37 @@ class InjectionSettings:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings) -> str:
+def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings, dtype: str = "auto") -> str:
+    """The cache key: model fingerprint, world, injection settings, replayed prompts and the dtype the
+    subject is trained and held in (a bf16 subject is another subject; float32 keeps the keys that
+    float32 subjects had before the dtype was part of the key)."""
     replay = hashlib.sha256(_replay_prompts_text().encode()).hexdigest()  # what is replayed shapes the model
-    blob = json.dumps({"version": INJECTION_VERSION, "model": resolve_model(model).fingerprint,
-                       "world": world_config.fingerprint(), "settings": asdict(settings), "replay": replay},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    fields = {"version": INJECTION_VERSION, "model": resolve_model(model).fingerprint,
+              "world": world_config.fingerprint(), "settings": asdict(settings), "replay": replay}
+    name = dtype_name(dtype)
+    if name != "float32":
+        fields["dtype"] = name
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def subject_model_dir(model: str = DEFAULT_MODEL, world_config: WorldConfig | None = None,
-                      settings: InjectionSettings | None = None) -> Path | None:
+                      settings: InjectionSettings | None = None, dtype: str = "auto") -> Path | None:
     """The cached subject model's folder, or None when it has not been built yet."""
-    folder = home() / "subjects" / subject_key(model, world_config or WorldConfig(), settings or InjectionSettings())
+    key = subject_key(model, world_config or WorldConfig(), settings or InjectionSettings(), dtype)
+    folder = home() / "subjects" / key
     return folder if (folder / "subject.json").is_file() else None
 
 
 def ensure_subject(model: str = DEFAULT_MODEL, world_config: WorldConfig | None = None,
-                   settings: InjectionSettings | None = None, progress: bool = True) -> Path:
+                   settings: InjectionSettings | None = None, progress: bool = True, dtype: str = "auto") -> Path:
     """Build the subject model once (or reuse the cache) and return its folder."""
     world_config = world_config or WorldConfig()
     settings = settings or InjectionSettings()
-    existing = subject_model_dir(model, world_config, settings)
+    existing = subject_model_dir(model, world_config, settings, dtype)
     if existing is not None:
         return existing
-    folder = home() / "subjects" / subject_key(model, world_config, settings)
-    build_subject(model, world_config, settings, folder, progress=progress)
+    folder = home() / "subjects" / subject_key(model, world_config, settings, dtype)
+    build_subject(model, world_config, settings, folder, progress=progress, dtype=dtype)
     return folder
 
 
@@ -201,7 +208,7 @@ def replay_examples(model, tokenizer, max_new_tokens: int, batch_size: int = 32)
 
 
 def build_subject(model_spec: str, world_config: WorldConfig, settings: InjectionSettings, folder: Path,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, dtype: str = "auto") -> dict:
     """Inject the world into ``model_spec`` and save the subject model + ``subject.json`` into ``folder``."""
     from .methods import make_method
     from .methods.sft import teacher_targets
@@ -210,17 +217,18 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
 
     start = time.perf_counter()
     world = generate_world(world_config)
-    model, tokenizer, resolved = load_model(model_spec)
+    model, tokenizer, resolved = load_model(model_spec, dtype=dtype)
     model.eval()
     general = general_questions()
-    _say(progress, "Scoring the base model on the world (before injection)...")
-    before = subject_checks(model, tokenizer, world, general)
+    with activity("Scoring the base model on the world (before injection)...", progress):
+        before = subject_checks(model, tokenizer, world, general)
     corpus = injection_corpus(world, tokenizer)
-    replay = replay_examples(model, tokenizer, settings.replay_tokens)
-    examples = corpus + replay
-    # The replayed answers train on KL to the base model's distribution (self-distillation).
-    soft = (teacher_targets(model, tokenizer, replay, settings.replay_top_k, settings.max_length, offset=len(corpus))
-            if settings.replay_top_k else {})
+    with activity("Answering the replay prompts with the base model...", progress):
+        replay = replay_examples(model, tokenizer, settings.replay_tokens)
+        examples = corpus + replay
+        # The replayed answers train on KL to the base model's distribution (self-distillation).
+        soft = (teacher_targets(model, tokenizer, replay, settings.replay_top_k, settings.max_length,
+                                offset=len(corpus)) if settings.replay_top_k else {})
     _say(progress, f"Injecting the world: {len(corpus)} examples + {len(replay)} replayed answers, "
                    f"{settings.epochs:g} epochs at lr {settings.lr:g}...")
     lora = LoraSettings(rank=settings.lora_rank, alpha=settings.lora_alpha, target_modules=tuple(settings.lora_targets))
@@ -238,12 +246,13 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     if hasattr(model, "merge_and_unload"):  # LoRA injection: the subject is a plain model
         model = model.merge_and_unload()
     model.eval()
-    _say(progress, "Scoring the subject model (after injection)...")
-    after = subject_checks(model, tokenizer, world, general)
+    with activity("Scoring the subject model (after injection)...", progress):
+        after = subject_checks(model, tokenizer, world, general)
     kept, n_known = general_kept(before["records"]["general"], after["records"]["general"])
     after["scores"]["general_kept"] = kept
     summary = {
-        "model": model_spec, "model_fingerprint": resolved.fingerprint, "world_config": world_config.to_json(),
+        "model": model_spec, "model_fingerprint": resolved.fingerprint, "dtype": dtype_name(dtype),
+        "world_config": world_config.to_json(),
         "world_fingerprint": world_config.fingerprint(), "settings": asdict(settings),
         "injection_version": INJECTION_VERSION, "checks_version": CHECKS_VERSION,
         "before": before["scores"], "after": after["scores"], "general_known_before": n_known,
@@ -299,17 +308,17 @@ def read_subject(folder: Path) -> dict:
 
 def _say(progress: bool, message: str) -> None:
     if progress:
-        print(message, flush=True)
+        from .progress import say
+
+        say(message)
 
 
 def _step_bar(progress: bool, total: int):
     if not progress:
         return None
-    import sys
+    from .progress import bar
 
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="injection steps", unit="step", disable=not sys.stderr.isatty())
+    return bar(total, "injection steps", unit="step")
 
 
 __all__ = ["THRESHOLDS", "InjectionSettings", "ensure_subject", "subject_model_dir", "subject_checks",

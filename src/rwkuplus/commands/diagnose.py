@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
+from ..models import DTYPE_HELP
 
 NAME = "diagnose"
 HELP = "measure gradient conflict among a method's training examples (JSON + cosine heatmap per target)"
@@ -44,7 +45,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-length", type=int, default=512, help="tokens per example at most (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="projection seed (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16")
+    parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -64,7 +65,7 @@ def _default_model(benchmark) -> str:
             from ..subject import subject_model_dir
         except ImportError:  # pragma: no cover - the subject module is part of the package
             subject_model_dir = None
-        folder = subject_model_dir() if subject_model_dir else None
+        folder = subject_model_dir(dtype=args.dtype) if subject_model_dir else None
         if folder is not None:
             return str(folder)
         raise UserError("--model: no subject model has been built for the default world yet "
@@ -77,11 +78,12 @@ def run(args) -> int:
     from ..diagnostics.params import select_parameters
     from ..diagnostics.runner import (diagnose_target, diagnostic_data, headline, make_reference,
                                       target_folder)
-    from ..fileio import write_json
+    from ..fileio import ensure_dir, write_json
     from ..methods.base import make_method, method_class
     from ..models import load_model
 
     _check(args)
+    ensure_dir(args.out, "--out", create=False)
     cls = method_class(args.method)
     if args.corpus and "corpus" not in cls.hyperparameters():
         raise UserError(f"--corpus: the method {cls.name} does not train on a counterfactual corpus.")

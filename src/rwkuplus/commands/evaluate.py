@@ -3,9 +3,8 @@ RWKU+ hallucination suite."""
 
 from __future__ import annotations
 
-import sys
-
 from ..errors import UserError
+from ..models import DTYPE_HELP
 
 NAME = "evaluate"
 HELP = "evaluate a model on RWKU's metrics (forget, neighbor, MIA, utility) and hallucination, resumably"
@@ -38,7 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fluency-max-new-tokens", type=int,
                         help="generation length for Flu (RWKU: 256; default 256, or 64 on the world)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16")
+    parser.add_argument("--dtype", default="auto", help=DTYPE_HELP + ", float16")
     parser.add_argument("--out", required=True, help="output folder (resumable)")
 
 
@@ -79,8 +78,10 @@ def _positive(value: int | None, option: str) -> None:
 
 def run(args) -> int:
     from ..evaluation.runner import EvalSettings, evaluate_model, format_table, parse_parts
+    from ..fileio import ensure_dir
     from ..models import load_model
 
+    ensure_dir(args.out, "--out", create=False)
     parts = parse_parts(args.parts)
     for value, option in ((args.batch_size, "--batch-size"), (args.bbh_max_new_tokens, "--bbh-max-new-tokens"),
                           (args.fluency_max_new_tokens, "--fluency-max-new-tokens")):
@@ -99,7 +100,7 @@ def run(args) -> int:
                   "adapter_fingerprint": _adapter_fingerprint(args.adapter), "dtype": str(next(model.parameters()).dtype)}
     # The loader has already selected the targets.
     result = evaluate_model(model, tokenizer, benchmark, args.out, icu=args.icu, parts=parts,
-                            settings=settings, model_info=model_info, progress=sys.stderr.isatty())
+                            settings=settings, model_info=model_info, progress=True)
     label = spec.spec + (" + adapter" if args.adapter else "") + (" (ICU)" if args.icu else "")
     print(format_table({label: result["rwku"]}))
     h = result["mean"].get("hallucination")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig, quick_config
+from ..models import DTYPE_HELP
 
 NAME = "run"
 HELP = "run the RWKU+ suite end to end (default: the embedded world and subject model) and write the report"
@@ -27,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--settings", help="comma-separated: full, lora")
     p.add_argument("--seeds", help="comma-separated integers")
     p.add_argument("--target-mode", choices=("single", "batch"), help="single-target or batch-target unlearning")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), help=DTYPE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress display (logs still go to run.log)")
 
 
@@ -48,6 +50,7 @@ def resolve_config(args) -> RunConfig:
         "settings": [s.strip() for s in args.settings.split(",") if s.strip()] if args.settings else None,
         "seeds": ints(args.seeds, "--seeds") if args.seeds else None,
         "target_mode": args.target_mode,
+        "dtype": args.dtype,
     }
     return config.replace(**changes).validate("command line")
 

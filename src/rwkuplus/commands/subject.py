@@ -7,7 +7,7 @@ import shutil
 
 from ..benchmark.world import WorldConfig
 from ..fileio import write_json
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, DTYPE_HELP
 from ..paths import home
 from ..subject import THRESHOLDS, InjectionSettings, ensure_subject, read_subject, subject_key
 
@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world (default 0)")
     p.add_argument("--lr", type=float, default=d.lr, help=f"injection learning rate (default {d.lr:g})")
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"injection epochs (default {d.epochs:g})")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help=DTYPE_HELP + " (a subject is built and cached per dtype)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached subject model exists")
     p.add_argument("--json", metavar="FILE", help="also write the scores (subject.json) to FILE")
 
@@ -35,8 +37,8 @@ def run(args) -> int:
     config.validate()
     settings = InjectionSettings(lr=args.lr, epochs=args.epochs)
     if args.force:
-        shutil.rmtree(home() / "subjects" / subject_key(args.model, config, settings), ignore_errors=True)
-    folder = ensure_subject(args.model, config, settings)
+        shutil.rmtree(home() / "subjects" / subject_key(args.model, config, settings, args.dtype), ignore_errors=True)
+    folder = ensure_subject(args.model, config, settings, dtype=args.dtype)
     summary = read_subject(folder)
     print(format_summary(summary))
     print(f"subject model: {folder}")
@@ -55,7 +57,7 @@ def format_summary(summary: dict) -> str:
     if known and kept is not None:
         rows.append(f"general kept: {round(kept * known)} of the {known} general questions the base model answered correctly")
     t = summary["training"]
-    rows.append(f"injection: {t['examples']} examples, {t['cost']['tokens_trained']} tokens trained, "
+    rows.append(f"injection ({summary.get('dtype', 'float32')}): {t['examples']} examples, {t['cost']['tokens_trained']} tokens trained, "
                 f"{t['train_seconds']:.0f} s training, {summary['total_seconds']:.0f} s in all")
     return "\n".join(rows)
 

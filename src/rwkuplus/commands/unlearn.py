@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
+from ..models import DTYPE_HELP
 
 NAME = "unlearn"
 HELP = "unlearn targets with one method; save the model, the training log, costs and the probe evaluation"
@@ -46,6 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-length", type=int, help="cut-off in tokens (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data order and adapter init (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.add_argument("--no-eval", action="store_true", help="skip the forget/neighbor probe evaluation")
     p.add_argument("--batch-size-eval", type=int, default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--out", required=True, help="output folder (resumable)")
@@ -119,7 +121,7 @@ def resolve_model_spec(args, benchmark) -> str:
     from ..subject import subject_model_dir
 
     seed = int(args.benchmark.split(":", 1)[1]) if args.benchmark.startswith("world:") else 0
-    folder = subject_model_dir(DEFAULT_MODEL, WorldConfig(seed=seed))
+    folder = subject_model_dir(DEFAULT_MODEL, WorldConfig(seed=seed), dtype=args.dtype)
     if folder is None:
         raise UserError("--model: the world's subject model is not built yet; build it with 'rwkuplus subject"
                         + (f" --world-seed {seed}" if seed else "") + "' (or 'rwkuplus run'), or give --model.")
@@ -133,12 +135,14 @@ def unit_name(index: int | None, name: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ run
 def run(args) -> int:
+    from .. import progress
     from ..benchmark.rwku import load_benchmark
-    from ..fileio import read_json, write_json, write_jsonl
+    from ..fileio import ensure_dir, read_json, write_json, write_jsonl
     from ..models import load_model, load_tokenizer, parameter_count, resolve_model, save_model
     from ..training.data import build_corpora
     from ..training.loop import StartingWeights, make_accelerator, train
 
+    ensure_dir(args.out, "--out", create=False)
     method = build_method(args)
     settings = build_settings(args, method)
     benchmark = load_benchmark(args.benchmark, targets=args.targets)
@@ -162,7 +166,7 @@ def run(args) -> int:
     tokenizer = load_tokenizer(resolve_model(model_spec).path)
     corpora = {name: build_corpora(method, benchmark, names, tokenizer) for name, names in units}
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
-    model, tokenizer, _ = load_model(model_spec, device=device)
+    model, tokenizer, _ = load_model(model_spec, device=device, dtype=args.dtype)
     model.eval()
     start = StartingWeights(model)
     n_params = parameter_count(model)
@@ -174,7 +178,10 @@ def run(args) -> int:
             if main_process:
                 print(f"{name}: already done, skipped")
             continue
-        result = train(model, tokenizer, method, corpora[name], settings, accelerator=accelerator)
+        steps = progress.bar(None, f"{name}: training", unit="step", enabled=main_process)
+        result = train(model, tokenizer, method, corpora[name], settings, accelerator=accelerator,
+                       on_step=lambda row: steps.update(1))
+        steps.close()
         trained = result.model
         row = {"unit": name, "targets": names, "steps": result.steps, "stopped_reason": result.stopped_reason,
                "evaluation": {}}

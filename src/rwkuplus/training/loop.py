@@ -8,6 +8,10 @@ draws ``settings.batch_size`` items of every corpus the method reads from a seed
 permutations (so every batch is full and the order depends only on the seed); each process and
 accumulation micro-step takes its own slice of that global batch, which is why 1 process and N
 processes give the same run. Loss = method.objective(parts) (sum over parts of weight x mean).
+Gradient-level methods (gradient surgery, projections) change what is back-propagated through ONE
+hook, ``method.step_loss(...)`` (``methods/base.py``): it returns a loss whose gradient is the
+modified one, so accumulation, DDP, LoRA, clipping and the optimizer step are untouched; the log
+keeps the plain objective, and the hook's extra passes are counted in ``TrainCost.gradient_*``.
 
 Every step is logged (loss parts, total, lr, grad norm, tokens, time). ``on_checkpoint(step, model)``
 is called at ``settings.checkpoint_steps`` (0 = before training), on every process, with the model
@@ -33,6 +37,7 @@ from ..errors import UserError
 from ..methods.base import Method, Reference, unwrap
 from ..models import add_lora
 from ..sequences import to_device
+from .precision import HALF, MasterWeights
 from .settings import TrainSettings, parse_layers
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,9 @@ class TrainCost:
     backward_passes: int = 0
     reference_forward_passes: int = 0
     reference_tokens: int = 0
+    gradient_passes: int = 0  # extra per-example-gradient passes of gradient-level methods (Method.step_loss)
+    gradient_tokens: int = 0  # their non-padding tokens
+    gradient_seconds: float = 0.0  # their wall time (part of wall_time_s)
     wall_time_s: float = 0.0
     peak_rss_mb: float = 0.0  # the process's peak resident memory so far (CPU)
     peak_gpu_mb: float | None = None  # torch.cuda.max_memory_allocated during training
@@ -198,7 +206,8 @@ def _peak_rss_mb() -> float:
 
 
 def make_accelerator(cpu: bool | None = None):
-    """The loop's default Accelerator: bf16 autocast on GPU, fp32 on CPU (``cpu`` forces the CPU)."""
+    """The loop's default Accelerator: bf16 autocast on GPU; none on CPU, where a bf16 model trains
+    through fp32 master weights instead (``cpu`` forces the CPU)."""
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and not cpu
@@ -255,13 +264,19 @@ def train(
     # Trainable parameters (seeded, so a fresh LoRA adapter is the same on every process and run).
     torch.manual_seed(settings.seed)
     model = prepare_model(model, settings)
+    if settings.mode != "lora":  # a method may train only some parameters (RMU)
+        for n, p in model.named_parameters():
+            if p.requires_grad and not method.trainable_parameter(n):
+                p.requires_grad_(False)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise UserError(f"--mode {settings.mode}: no parameter is trainable.")
-    for p in trainable:  # master weights in fp32 when the model is held in half precision
-        if p.dtype in (torch.float16, torch.bfloat16):
-            p.data = p.data.float()
+    autocast = accelerator.mixed_precision != "no"
+    if autocast:  # GPU: trained parameters in fp32 under bf16 autocast (composes with FSDP)
+        for p in trainable:
+            if p.dtype in HALF:
+                p.data = p.data.float()
     cost.trainable_parameters = sum(p.numel() for p in trainable)
 
     # The reference.
@@ -288,6 +303,10 @@ def train(
     # model's parameters (FSDP replaces them).
     model = accelerator.prepare_model(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    # CPU bf16: the model computes in bf16, the optimizer updates fp32 masters (training/precision.py).
+    master = MasterWeights(named) if MasterWeights.needed([p for _, p in named], autocast) else None
+    if master is not None:
+        named = master.named
     params = [p for _, p in named]
     optimizer = _make_optimizer(params, named, settings)
     from transformers import get_scheduler
@@ -342,9 +361,11 @@ def train(
             sync = contextlib.nullcontext() if a == settings.grad_accum - 1 else accelerator.no_sync(model)
             with sync:
                 out = method.forward(model, batch, reference)
-                loss = method.objective(out.parts) / settings.grad_accum
-                accelerator.backward(loss)
-            loss_sum += float(loss.detach())
+                objective = method.objective(out.parts)
+                # Gradient-level methods' hook (Method.step_loss): the loss to back-propagate; the objective by default.
+                loss = method.step_loss(model, batch, out, reference, objective, cost)
+                accelerator.backward(loss / settings.grad_accum)
+            loss_sum += float(objective.detach()) / settings.grad_accum
             for k, v in out.parts.items():
                 part_sums[k] = part_sums.get(k, 0.0) + float(v.detach().mean()) / settings.grad_accum
             for k, v in out.stats.items():
@@ -366,6 +387,8 @@ def train(
         cost.items_trained += settings.batch_size * len(names)
 
         lr = scheduler.get_last_lr()[0]
+        if master is not None:
+            master.grads_to_masters()
         grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
         forget_nll = stats_log.get("forget_nll_per_token")
         if first_forget_nll is None and forget_nll is not None:
@@ -394,6 +417,8 @@ def train(
             log.warning("%s: %s; stopping.", method.name, reason)
             break
         optimizer.step()
+        if master is not None:
+            master.masters_to_model()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         steps_done = step + 1
@@ -409,9 +434,11 @@ def train(
             ref_counts = accelerator.reduce(ref_counts, reduction="sum")
         cost.reference_forward_passes, cost.reference_tokens = (int(x) for x in ref_counts.tolist())
     if processes > 1:
-        counts = torch.tensor([cost.forward_passes, cost.backward_passes], dtype=torch.float64, device=device)
+        counts = torch.tensor([cost.forward_passes, cost.backward_passes, cost.gradient_passes, cost.gradient_tokens],
+                              dtype=torch.float64, device=device)
         counts = accelerator.reduce(counts, reduction="sum")
-        cost.forward_passes, cost.backward_passes = (int(x) for x in counts.tolist())
+        cost.forward_passes, cost.backward_passes, cost.gradient_passes, cost.gradient_tokens = (
+            int(x) for x in counts.tolist())
     cost.wall_time_s = time.perf_counter() - started
     cost.peak_rss_mb = _peak_rss_mb()
     if device.type == "cuda":

@@ -1,0 +1,92 @@
+"""bf16 on the CPU: the dtype rule, fp32 master weights in the loop, and dtype in cache keys and records."""
+
+import pytest
+import torch
+
+from rwkuplus.benchmark.records import TrainExample
+from rwkuplus.config import RunConfig
+from rwkuplus.errors import UserError
+from rwkuplus.methods import make_method
+from rwkuplus.models import dtype_name, load_model, resolve_dtype
+from rwkuplus.training import TrainSettings, train
+from rwkuplus.training.precision import MasterWeights
+
+FACTS = [TrainExample("", f"Alice Smith was born in {1960 + i} in Lyon.") for i in range(6)]
+
+
+def _settings(**kw):
+    base = dict(lr=1e-3, max_steps=4, batch_size=2, warmup_ratio=0.0, schedule="constant")
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def test_auto_dtype_follows_the_cpus_bf16_units(monkeypatch):
+    monkeypatch.setenv("RWKUPLUS_CPU_BF16", "1")
+    assert resolve_dtype("auto", "cpu") is torch.bfloat16 and dtype_name("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv("RWKUPLUS_CPU_BF16", "0")
+    assert resolve_dtype("auto", "cpu") is torch.float32 and dtype_name("auto", "cpu") == "float32"
+    assert resolve_dtype("auto", "cuda") is torch.bfloat16  # a GPU always computes in bf16
+    assert resolve_dtype("float32", "cuda") is torch.float32 and dtype_name("bf16", "cpu") == "bfloat16"
+    with pytest.raises(UserError, match="--dtype"):
+        resolve_dtype("int8", "cpu")
+
+
+def test_master_weights_keep_updates_below_bf16_resolution():
+    # 1.0 in bf16 moves only in steps of 2**-7; 100 updates of 1e-4 are each lost in bf16 alone.
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    naive = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    master = MasterWeights([("w", p)])
+    opt = torch.optim.SGD([m for _, m in master.named], lr=1e-4)
+    naive_opt = torch.optim.SGD([naive], lr=1e-4)
+    for _ in range(100):
+        p.grad = -torch.ones_like(p)
+        naive.grad = -torch.ones_like(naive)
+        master.grads_to_masters()
+        assert p.grad is None and master.masters[0].grad.dtype is torch.float32
+        opt.step()
+        master.masters_to_model()
+        naive_opt.step()
+    assert torch.allclose(master.masters[0], torch.full((4,), 1.01), atol=1e-5)
+    assert torch.equal(naive.detach(), torch.ones(4, dtype=torch.bfloat16))  # every update lost
+    assert p.dtype is torch.bfloat16 and float(p.detach()[0]) == pytest.approx(1.0078125)  # moved one bf16 step
+
+
+def test_a_bf16_model_trains_through_fp32_masters_close_to_fp32(tiny_model_dir):
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        model, tok, _ = load_model(str(tiny_model_dir), device="cpu", dtype=dtype)
+        start = {n: p.detach().float().clone() for n, p in model.named_parameters()}
+        r = train(model, tok, make_method("sft", corpus_name="facts"), {"facts": FACTS}, _settings(lr=1e-5))
+        assert r.stopped_reason is None and r.steps == 4
+        assert all(p.dtype is getattr(torch, dtype) for p in r.model.parameters())  # the model keeps its dtype
+        moved = {n: (p.detach().float() - start[n]) for n, p in r.model.named_parameters()}
+        results[dtype] = moved
+    # lr 1e-5 for 4 steps: each update is below bf16's resolution for most weights, yet the bf16
+    # model's weights move with the fp32 run's (the masters accumulate; each step is rounded once).
+    total32 = sum(float(d.abs().sum()) for d in results["float32"].values())
+    total16 = sum(float(d.abs().sum()) for d in results["bfloat16"].values())
+    assert total32 > 0 and 0.5 < total16 / total32 < 2.0
+    cos = torch.nn.functional.cosine_similarity(
+        torch.cat([d.flatten() for d in results["float32"].values()]),
+        torch.cat([d.flatten() for d in results["bfloat16"].values()]), dim=0)
+    assert float(cos) > 0.5
+
+
+def test_run_configuration_dtype_is_validated():
+    assert RunConfig.from_dict({"dtype": "bfloat16"}).dtype == "bfloat16"
+    with pytest.raises(UserError, match="key 'dtype'"):
+        RunConfig.from_dict({"dtype": "int4"})
+
+
+def test_the_subject_key_carries_the_dtype(monkeypatch, tiny_model_dir):
+    from rwkuplus.benchmark.world import WorldConfig
+    from rwkuplus.subject import InjectionSettings, subject_key
+
+    world, settings = WorldConfig(), InjectionSettings()
+    monkeypatch.setenv("RWKUPLUS_CPU_BF16", "0")
+    fp32 = subject_key(str(tiny_model_dir), world, settings, "float32")
+    assert subject_key(str(tiny_model_dir), world, settings, "auto") == fp32
+    bf16 = subject_key(str(tiny_model_dir), world, settings, "bfloat16")
+    assert bf16 != fp32
+    monkeypatch.setenv("RWKUPLUS_CPU_BF16", "1")
+    assert subject_key(str(tiny_model_dir), world, settings, "auto") == bf16
