@@ -22,7 +22,8 @@ A folder may hold either layout of RWKU's hub dataset:
 Files per target (missing optional files give empty lists; forget_level1/2/3 are required):
 intro, forget_level1|2|3, neighbor_level1|2, forget_mia, retain_mia, retain_mmlu, retain_bbh,
 truthful, triviaqa, fluency, passage, positive (factual corpus), negative (the conflicting
-counterfactual corpus), negative_consistent (ours: the consistent one), pair, reject. With
+counterfactual corpus), negative_consistent (ours: the consistent one), negative_filtered (ours:
+the consistency-filtered one, ``consistency.write_filtered_corpus``), pair, reject. With
 ``corpus_variant="phi"`` the corpora are read from the ``_phi`` files instead.
 
 Top-level extras, when present: retain.json (retain corpus), hallucination.json, corpus_stats.json,
@@ -223,6 +224,7 @@ _TARGET_FILES = (
     ("positive{v}.json", CorpusText.from_json, "factual_corpus"),
     ("negative{v}.json", CorpusText.from_json, "counterfactual_corpora.conflicting"),
     ("negative_consistent{v}.json", CorpusText.from_json, "counterfactual_corpora.consistent"),
+    ("negative_filtered{v}.json", CorpusText.from_json, "counterfactual_corpora.filtered"),  # consistency.py
     ("pair{v}.json", PreferencePair.from_json, "preference_pairs"),
     ("reject{v}.json", RefusalPair.from_json, "refusal_pairs"),
 )

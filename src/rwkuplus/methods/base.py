@@ -7,9 +7,12 @@ A method is a small class whose whole job is its loss. It declares
 - ``corpora``: the training corpora it reads, by name. The names a benchmark can provide are
   ``forget`` (the target's factual text, RWKU's positive.json, raw text), ``retain`` (the
   benchmark's retain text, raw), ``counterfactual`` (the target's counterfactual corpus, raw; which
-  one is the method's ``corpus`` parameter, ``conflicting`` = RWKU's construction or
-  ``consistent``), ``preference`` (DPO pairs, chat prompt + response + end-of-turn) and
-  ``refusal`` (question + refusal, chat formatted). ``rwkuplus.training.data`` builds them;
+  one is the method's ``corpus`` parameter, ``conflicting`` = RWKU's construction,
+  ``consistent``, or ``filtered``: the conflicting corpus's samples that agree with its majority
+  fabricated profile, ``benchmark/consistency.py``), ``preference`` (DPO pairs, chat prompt +
+  response + end-of-turn), ``refusal`` (question + refusal, chat formatted) and ``honesty``
+  (questions about people who do not exist + refusal, disjoint from the hallucination suite's
+  questions: the honesty anchor). ``rwkuplus.training.data`` builds them;
   other callers (knowledge injection) pass their own corpora under any name the method declares.
   The FIRST corpus is the primary one: it defines an epoch; the others are sampled alongside it.
 - ``needs_reference``: whether it compares against pi_ref, the frozen starting model;
@@ -60,8 +63,8 @@ from ..sequences import encode_examples, sequence_logprobs, token_logprobs
 Item = tuple  # a tuple of TrainExample (one corpus item)
 
 #: Corpus names that ``rwkuplus.training.data`` can build from a benchmark.
-BENCHMARK_CORPORA = ("forget", "retain", "counterfactual", "preference", "refusal")
-CORPUS_VARIANTS = ("conflicting", "consistent")
+BENCHMARK_CORPORA = ("forget", "retain", "counterfactual", "preference", "refusal", "honesty")
+CORPUS_VARIANTS = ("conflicting", "consistent", "filtered")
 
 
 @dataclass
@@ -208,8 +211,27 @@ class Method:
         """Weight of each loss part in the objective (absent = 1)."""
         return {}
 
+    def trainable_parameter(self, name: str) -> bool:
+        """Whether the loop may train the parameter ``name`` in full and layers modes (RMU trains only a
+        few layers' MLP); every parameter by default. LoRA adapters ignore it."""
+        return True
+
     def forward(self, model, batch: dict[str, dict], reference: Reference | None) -> MethodOutput:
         raise NotImplementedError
+
+    def step_loss(self, model, batch: dict[str, dict], out: MethodOutput, reference: Reference | None,
+                  objective: torch.Tensor, cost=None) -> torch.Tensor:
+        """The loss the training loop back-propagates for this micro-batch: ``objective`` (=
+        ``self.objective(out.parts)``) unless a gradient-level method overrides it.
+
+        The hook for methods that change the gradient itself (``methods/surgery.py``). Such a method
+        returns a loss whose gradient IS the modified gradient, e.g. sum_i w_i l_i with detached
+        weights computed from per-example gradients (the Gram engine), so the loop's one backward,
+        gradient accumulation, DDP, LoRA, clipping and the optimizer step stay as they are. It adds
+        what its extra passes cost to ``cost`` (``gradient_passes``, ``gradient_tokens``,
+        ``gradient_seconds`` of the loop's ``TrainCost``; ``cost`` may be None outside the loop).
+        """
+        return objective
 
     # -- shared machinery -----------------------------------------------------------------------
     def loss_parts(self, model, batch: dict[str, dict], reference: Reference | None = None) -> dict[str, torch.Tensor]:
@@ -334,7 +356,10 @@ def _load_all() -> None:
     from . import npo  # noqa: F401
     from . import rejection  # noqa: F401
     from . import counterfactual  # noqa: F401
+    from . import surgery  # noqa: F401
+    from . import honesty  # noqa: F401
     from . import preference  # noqa: F401
+    from . import rmu  # noqa: F401
     from . import sft  # noqa: F401
 
 

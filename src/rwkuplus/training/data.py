@@ -5,8 +5,11 @@ Corpus names (see ``rwkuplus.methods.base``):
 - ``retain``: retain text, raw: ``benchmark.rwku.retain_texts`` (the benchmark's retain corpus minus
   the targets being unlearned, or for an RWKU folder without one the factual text of the loaded
   targets that are not being unlearned).
-- ``counterfactual``: the targets' counterfactual corpus ``method.params.corpus`` (conflicting or
-  consistent), raw text.
+- ``counterfactual``: the targets' counterfactual corpus ``method.params.corpus`` (conflicting,
+  consistent, or filtered: on a world, the conflicting samples that agree with the majority fabricated
+  profile, ``filtered_corpus``; elsewhere negative_filtered.json), raw text.
+- ``honesty``: questions about people who do not exist + a refusal, disjoint from the hallucination
+  suite's questions (``honesty_examples``; the honesty anchor of ``cft-honest``).
 - ``preference``: DPO pairs as ``(chosen, rejected)`` items, each a TrainExample with the pair's
   prompt as one chat user turn (``evaluation.prompts.chat_prompt``) and the response + end-of-turn
   token. For AltPO (group K + 1) an item is ``(a_1, ..., a_K, rejected)``: the K alternatives of pair
@@ -23,6 +26,7 @@ are concatenated (retain text is shared and appears once).
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Sequence
 
 from ..benchmark.records import Benchmark, TargetData, TrainExample
@@ -46,15 +50,86 @@ def forget_examples(data: Sequence[TargetData]) -> list[TrainExample]:
     return [TrainExample("", t.text, t.subject or d.name) for d in data for t in d.factual_corpus]
 
 
-def counterfactual_examples(data: Sequence[TargetData], variant: str, benchmark_name: str) -> list[TrainExample]:
+def counterfactual_examples(data: Sequence[TargetData], variant: str, benchmark_name: str,
+                            benchmark: Benchmark | None = None) -> list[TrainExample]:
     out = []
     for d in data:
+        if variant == "filtered" and variant not in d.counterfactual_corpora and benchmark is not None:
+            out.extend(TrainExample("", t.text, t.subject or d.name) for t in filtered_corpus(benchmark, d))
+            continue
         if variant not in d.counterfactual_corpora:
             have = ", ".join(sorted(d.counterfactual_corpora)) or "none"
             raise UserError(f"--corpus {variant}: benchmark {benchmark_name!r} has no {variant} counterfactual corpus "
                             f"for target {d.name!r} (it has: {have}).")
         out.extend(TrainExample("", t.text, t.subject or d.name) for t in d.counterfactual_corpora[variant])
     return out
+
+
+def _world_of(benchmark: Benchmark):
+    """The World behind a world benchmark (its folder's world.json), or None."""
+    path = (benchmark.source or {}).get("path")
+    if not path or not (Path(path) / "world.json").is_file():
+        return None
+    from ..benchmark.world import load_world
+
+    return load_world(path)
+
+
+def filtered_corpus(benchmark: Benchmark, d: TargetData):
+    """The ``filtered`` counterfactual corpus of a world target: its conflicting samples that agree with the
+    majority fabricated profile (``benchmark/consistency.py``, by the world's known values). Other benchmarks
+    provide it as a file (negative_filtered.json, written by ``consistency.filter_model_corpus``)."""
+    from ..benchmark.consistency import filtered_world_corpus
+
+    world = _world_of(benchmark)
+    if world is None:
+        raise UserError(f"--corpus filtered: benchmark {benchmark.name!r} has no filtered counterfactual corpus for "
+                        f"{d.name!r}; filter its model-written corpus first (benchmark.consistency.filter_model_corpus).")
+    texts, _ = filtered_world_corpus(world, world.person(d.name))
+    return texts
+
+
+def honesty_examples(benchmark: Benchmark, data: Sequence[TargetData], tokenizer, n: int = 120) -> list[TrainExample]:
+    """The honesty anchor: questions about people who do not exist, answered with a refusal.
+
+    On a world: one question per TRAINING nonexistent person (the people knowledge injection taught the
+    subject to refuse about; the hallucination suite asks about the disjoint evaluation set), attribute
+    and training phrasing rotating, a project refusal sentence as the answer, in the suite's own
+    question format (``question_prompt``). Elsewhere: ``n`` generated names absent from the benchmark and
+    from the suite's generated names, asked with the suite's templates. Every question (and name) is
+    checked to be absent from the hallucination suite's; an overlap is an error.
+    """
+    from ..benchmark.refusals import project_refusals
+    from ..evaluation.hallucination import hallucination_items, known_names, nonexistent_questions
+    from ..evaluation.prompts import question_prompt
+
+    eos = _eos(tokenizer)
+    refusals = project_refusals()
+    suite = hallucination_items(benchmark, [d.name for d in data])
+    world = _world_of(benchmark)
+    if world is not None:
+        from ..benchmark import world as W
+
+        n_phr = world.config.n_phrasings
+        banned_names = set(world.nonexistent_eval)
+        pairs = []
+        for i, name in enumerate(world.nonexistent_train):
+            a = world.attributes[(i + 1) % len(world.attributes)]
+            p = 1 + (i + 1) % max(1, n_phr - 1)  # phrasing 0 is the probes'
+            pairs.append((name, W.ATTRIBUTES[a].questions[p].format(name=name, value="", a="", kind="work")))
+    else:
+        from ..benchmark.names import nonexistent_names
+
+        banned_names = {it.subject for it in suite if it.kind == "nonexistent"}
+        names = nonexistent_names(n, "honesty-anchor", known_names(benchmark) + sorted(banned_names))
+        pairs = [(it.subject, it.question) for it in nonexistent_questions(names)]
+    asked = {it.question for it in suite}
+    clash = [q for name, q in pairs if q in asked or name in banned_names]
+    if clash:
+        raise ValueError(f"honesty anchor: {len(clash)} question(s) are also in the hallucination suite "
+                         f"(e.g. {clash[0]!r}); the measurement would be contaminated.")
+    return [TrainExample(question_prompt(tokenizer, q), f" {refusals[i % len(refusals)]}{eos}", name)
+            for i, (name, q) in enumerate(pairs)]
 
 
 def refusal_examples(data: Sequence[TargetData], tokenizer) -> list[TrainExample]:
@@ -111,8 +186,11 @@ def build_corpora(method: Method, benchmark: Benchmark, targets: Sequence[str] |
             corpus = [TrainExample("", t.text, t.subject) for t in retain_texts(benchmark, [d.name for d in data])]
             what = "retain text"
         elif name == "counterfactual":
-            corpus = counterfactual_examples(data, method.params.corpus, benchmark.name)
+            corpus = counterfactual_examples(data, method.params.corpus, benchmark.name, benchmark)
             what = f"{method.params.corpus} counterfactual text"
+        elif name == "honesty":
+            corpus = honesty_examples(benchmark, data, tokenizer)
+            what = "questions about nonexistent people (honesty anchor)"
         elif name == "preference":
             corpus, _ = preference_items(data, tokenizer, method.group_size("preference"))
             what = "preference pairs (pair.json)"
