@@ -27,6 +27,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def ensure_dir(path: str | os.PathLike, option: str = "--out", create: bool = True) -> Path:
+    """Create the output folder ``path`` (and its parents; with ``create=False`` only check that it
+    could be); a path that is a file, or lies under one, is a UserError naming ``option``."""
+    from .errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: expected a folder, but it is an existing file; choose another {option}.")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{option} {path}: cannot create the folder, {parent} is a file.")
+    if not create:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{option} {path}: cannot create the folder, a part of its path is a file.") from None
+    except PermissionError:
+        raise UserError(f"{option} {path}: cannot create the folder (permission denied).") from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

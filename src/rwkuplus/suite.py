@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ log = logging.getLogger("rwkuplus.run")
 
 LABELS = {"before": "Before", "icu": "ICU", "ga": "GA", "gd": "GD", "ga-kl": "GA+KL", "npo": "NPO", "npo-gd": "NPO-GD",
           "npo-kl": "NPO-KL", "simnpo": "SimNPO", "rt": "RT", "cft-sft": "CFT-SFT", "cft-dpo": "CFT-DPO",
-          "altpo": "AltPO"}
+          "altpo": "AltPO", "rmu": "RMU", "cft-pcgrad": "CFT-PCGrad", "cft-gru": "CFT-GRU", "cft-honest": "CFT-Honest"}
 RWKU_COLUMNS = ("Forget FB", "Forget QA", "Forget AA", "Forget All", "Neighbor FB", "Neighbor QA", "Neighbor All",
                 "MIA FM", "MIA RM", "Gen", "Rea", "Tru", "Fac", "Flu")
 UTILITY_COLUMNS = ("Gen", "Rea", "Tru", "Fac", "Flu")
@@ -76,6 +75,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")[:80]
 
 
+def _takes_corpus(name: str) -> bool:
+    """Whether a registered method has a counterfactual ``corpus`` hyperparameter (CFT-SFT and its remedies)."""
+    from .methods import method_class
+
+    return "corpus" in method_class(name).hyperparameters()
+
+
 def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
     """Before and ICU once per target; every trained method per setting, target (or batch) and seed."""
     groups = [(t,) for t in target_names] if config.target_mode == "single" else [tuple(target_names)]
@@ -87,7 +93,7 @@ def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
         if name == "icu":
             units += [Unit("icu", None, "none", (t,), 0) for t in target_names]
             continue
-        if name == "cft-sft" and not corpus:
+        if not corpus and _takes_corpus(name):  # CFT-SFT and its remedies: conflicting by default
             corpus = "conflicting"
         for seed in config.seeds:
             for setting in config.settings:
@@ -103,9 +109,16 @@ class Suite:
         self.progress = progress
 
     def run(self) -> dict:
+        from .fileio import ensure_dir
+        from .lock import folder_lock
+
+        ensure_dir(self.out, "--out")
+        with folder_lock(self.out, "--out", say=self._say):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
         from .evaluation.runner import EvalSettings
 
-        self.out.mkdir(parents=True, exist_ok=True)
         self._check_config_unchanged()
         handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -120,8 +133,11 @@ class Suite:
             todo = [u for u in units if u not in done]
             log.info("run: %d units, %d already finished, %d to do", len(units), len(done), len(todo))
             self._say(f"{len(units)} units: {len(done)} finished earlier, {len(todo)} to run.")
-            self.eval_settings = EvalSettings.world_defaults(batch_size=self.config.eval["batch_size"]) \
-                if self.benchmark.name == "world" else EvalSettings(batch_size=self.config.eval["batch_size"])
+            from .evaluation.protocol import resolve_protocol
+
+            kind = "world" if self.benchmark.name == "world" else (self.benchmark.source or {}).get("kind")
+            self.protocol = resolve_protocol(self.config.protocol, kind, "protocol")
+            self.eval_settings = EvalSettings(batch_size=self.config.eval["batch_size"], protocol=self.protocol)
             if todo:
                 self._load(model_spec)
             bar = self._bar(len(units), len(done))
@@ -134,7 +150,8 @@ class Suite:
             if bar is not None:
                 bar.close()
             write_json(self.out / "run.json", {"benchmark": self.benchmark.source, "model": model_spec,
-                                               "model_info": model_info, "units": [u.id for u in units],
+                                               "model_info": model_info, "protocol": self.protocol.label,
+                                               "units": [u.id for u in units],
                                                "seconds_this_call": time.perf_counter() - started})
             from .report import rebuild
 
@@ -156,7 +173,7 @@ class Suite:
     def _prepare(self):
         from .benchmark.rwku import load_benchmark
         from .benchmark.world import WorldConfig, default_world_dir
-        from .models import DEFAULT_MODEL, resolve_model
+        from .models import DEFAULT_MODEL, dtype_name, resolve_model
 
         config = self.config
         if config.benchmark.startswith("rwku:"):
@@ -170,19 +187,21 @@ class Suite:
                 from .subject import ensure_subject
 
                 self._say("Building or reusing the subject model (knowledge injection of the world)...")
-                model_spec = str(ensure_subject(DEFAULT_MODEL, world_config, progress=self.progress))
+                model_spec = str(ensure_subject(DEFAULT_MODEL, world_config, progress=self.progress,
+                                                dtype=config.dtype))
             else:
                 model_spec = config.model
         _cap_utility(benchmark, config.eval.get("utility_items"))
         _cap_hallucination(benchmark, config.eval.get("hallucination_items"))
         resolved = resolve_model(model_spec)
-        return benchmark, model_spec, {"spec": model_spec, "fingerprint": resolved.fingerprint}
+        return benchmark, model_spec, {"spec": model_spec, "fingerprint": resolved.fingerprint,
+                                       "dtype": dtype_name(config.dtype)}
 
     def _load(self, model_spec: str) -> None:
         from .models import load_model
         from .training.loop import StartingWeights
 
-        self.model, self.tokenizer, _ = load_model(model_spec)
+        self.model, self.tokenizer, _ = load_model(model_spec, dtype=self.config.dtype)
         self.model.eval()
         self.start = StartingWeights(self.model)
 
@@ -211,9 +230,11 @@ class Suite:
         finally:
             self._reset_model()
         result["unit"] = unit.to_json()
+        result["protocol"] = self.protocol.label
         result["seconds"] = time.perf_counter() - started
         write_json(folder / "result.json", result)  # last: its presence marks the unit finished
-        log.info("unit %s: %s in %.0f s", unit.id, result["status"], result["seconds"])
+        self._say(f"unit {unit.id}: {result['status']} in {result['seconds']:.0f} s"
+                  + (f" ({result['reason']})" if result.get("reason") else ""))
 
     def _reset_model(self) -> None:
         model = self.model
@@ -242,6 +263,8 @@ class Suite:
                         "costs": costs.to_json(), "trajectory": trajectory, "diagnostics": diagnostics,
                         "training": train_info}
         model.eval()
+        if bar is not None:
+            bar.set_postfix_str(f"{unit.label} / {unit.targets[0][:20]} / final evaluation")
         metrics, halluc_records = self._evaluate(model, unit, folder / "eval", icu=unit.method == "icu")
         if unit.method != "before":
             metrics.update(self._relative(metrics, halluc_records, before, unit))
@@ -264,7 +287,9 @@ class Suite:
         method = make_method(unit.method, **({"corpus": unit.corpus} if unit.corpus else {}))
         settings = default_settings(unit.method, mode=unit.setting, preset=self.config.preset)
         overrides = {**self.config.train.get("all", {}), **self.config.train.get(unit.method, {})}
-        probe = self._conflict_examples(unit) if self.config.diagnostics and unit.method == "cft-sft" else None
+        # Conflict diagnostics for every method that trains on a counterfactual corpus (CFT-SFT, its remedies).
+        probe = (self._conflict_examples(unit) if self.config.diagnostics and "counterfactual" in method.corpora
+                 else None)
         # The conflict diagnostics are measured at the start (step 0) and at every checkpoint; the
         # trajectory's metrics only at the configured checkpoints (step 0 is the Before unit's row).
         steps = set(self.config.checkpoints) | ({0} if probe is not None else set())
@@ -331,11 +356,13 @@ class Suite:
         forget_probes = [p for t in targets for p in t.forget_probes]
         neighbor_probes = [p for t in targets for p in t.neighbor_probes]
         # Every prompt below in one batched call (the honesty split asks the forget probes again).
-        book = AnswerBook(model, self.tokenizer, n, bs)
+        p = self.eval_settings.protocol
+        book = AnswerBook(model, self.tokenizer, n, bs, p.probe_stop_at_newline, p.probe_stop_tokens)
         book.fill(probe_prompts(self.tokenizer, forget_probes) + probe_prompts(self.tokenizer, neighbor_probes)
                   + [it.prompt(self.tokenizer) for it in hallucination_items(self.benchmark, list(unit.targets))])
-        _, forget = evaluate_probes(model, self.tokenizer, forget_probes, batch_size=bs, max_new_tokens=n, answers=book)
-        _, neighbor = evaluate_probes(model, self.tokenizer, neighbor_probes, batch_size=bs, max_new_tokens=n,
+        _, forget = evaluate_probes(model, self.tokenizer, forget_probes, batch_size=bs, max_new_tokens=n, answers=book,
+                                    protocol=p)
+        _, neighbor = evaluate_probes(model, self.tokenizer, neighbor_probes, batch_size=bs, max_new_tokens=n, protocol=p,
                                       answers=book)
         _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs,
                                            max_new_tokens=n, answers=book)
@@ -397,15 +424,16 @@ class Suite:
     def _bar(self, total: int, initial: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
+        from . import progress
 
-        return tqdm(total=total, initial=initial, desc="units", unit="unit", disable=not sys.stderr.isatty(),
-                    dynamic_ncols=True)
+        return progress.bar(total, "units", unit="unit", initial=initial)
 
     def _say(self, message: str) -> None:
         log.info(message)
         if self.progress:
-            print(message, flush=True)
+            from . import progress
+
+            progress.say(message)
 
 
 _DIAGNOSTIC_EXAMPLES = 20  # counterfactual items probed per checkpoint (4 per attribute on the default world)

@@ -74,9 +74,11 @@ def _world(args) -> int:
     from dataclasses import fields
 
     from ..benchmark.world import WorldConfig, generate_world, write_world
+    from ..fileio import ensure_dir
 
     values = {f.name: getattr(args, f.name) for f in fields(WorldConfig) if hasattr(args, f.name)}
     config = WorldConfig(**values)
+    ensure_dir(args.out, "--out", create=False)
     out = write_world(generate_world(config), args.out)
     print(f"wrote the world (seed {config.seed}, {config.n_targets} targets, {config.n_retained} retained "
           f"people) to {out}")
@@ -85,7 +87,10 @@ def _world(args) -> int:
 
 def _rwku(args) -> int:
     from ..benchmark.hub import PINNED_REVISION, fetch_rwku
+    from ..fileio import ensure_dir
 
+    if args.out is not None:
+        ensure_dir(args.out, "--out", create=False)
     out = fetch_rwku(args.targets, args.out, revision=args.revision or PINNED_REVISION,
                      corpora=not args.no_corpora, phi=args.phi)
     print(f"fetched RWKU targets {args.targets} into {out}")

@@ -4,6 +4,7 @@ RWKU+ hallucination suite."""
 from __future__ import annotations
 
 from ..errors import UserError
+from ..evaluation.protocol import PROTOCOL_HELP
 from ..models import DTYPE_HELP
 
 NAME = "evaluate"
@@ -31,11 +32,12 @@ def add_arguments(parser) -> None:
                         help="in-context unlearning: put RWKU's unlearning instruction naming the target before every prompt")
     parser.add_argument("--parts", default="forget,neighbor,mia,utility,hallucination",
                         help="comma-separated parts to run (default: forget,neighbor,mia,utility,hallucination)")
+    parser.add_argument("--protocol", help=PROTOCOL_HELP)
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default 32)")
     parser.add_argument("--bbh-max-new-tokens", type=int,
-                        help="generation length for Rea (RWKU: 256; default 256, or 96 on the world)")
+                        help="generation length for Rea (the protocol's: rwku 256, world 96; the result records it)")
     parser.add_argument("--fluency-max-new-tokens", type=int,
-                        help="generation length for Flu (RWKU: 256; default 256, or 64 on the world)")
+                        help="generation length for Flu (the protocol's: rwku 256, world 64; the result records it)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--dtype", default="auto", help=DTYPE_HELP + ", float16")
     parser.add_argument("--out", required=True, help="output folder (resumable)")
@@ -86,15 +88,15 @@ def run(args) -> int:
     for value, option in ((args.batch_size, "--batch-size"), (args.bbh_max_new_tokens, "--bbh-max-new-tokens"),
                           (args.fluency_max_new_tokens, "--fluency-max-new-tokens")):
         _positive(value, option)
+    from ..evaluation.protocol import resolve_protocol
+
     benchmark = _load_benchmark(args.benchmark, args.targets)
-    world = (benchmark.source or {}).get("kind") == "world"
-    settings = EvalSettings.world_defaults() if world else EvalSettings()
-    settings.batch_size = args.batch_size
-    if args.bbh_max_new_tokens is not None:
-        settings.utility.bbh_max_new_tokens = args.bbh_max_new_tokens
-    if args.fluency_max_new_tokens is not None:
-        settings.utility.fluency_max_new_tokens = args.fluency_max_new_tokens
-    settings.utility.batch_size = args.batch_size
+    protocol = resolve_protocol(args.protocol, (benchmark.source or {}).get("kind"))
+    lengths = {"bbh_max_new_tokens": args.bbh_max_new_tokens, "fluency_max_new_tokens": args.fluency_max_new_tokens}
+    lengths = {k: v for k, v in lengths.items() if v is not None}
+    if lengths:
+        protocol = protocol.replace(**lengths)  # recorded: rwku,bbh_max_new_tokens=...
+    settings = EvalSettings(batch_size=args.batch_size, protocol=protocol)
     model, tokenizer, spec = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
     model_info = {"spec": spec.spec, "path": spec.path, "fingerprint": spec.fingerprint, "adapter": args.adapter,
                   "adapter_fingerprint": _adapter_fingerprint(args.adapter), "dtype": str(next(model.parameters()).dtype)}
@@ -106,5 +108,5 @@ def run(args) -> int:
     h = result["mean"].get("hallucination")
     if h:
         print("hallucination: " + ", ".join(f"{name} {_rate(h.get(key))}" for name, key in HALLUCINATION_RATES))
-    print(f"results: {args.out}/metrics.json")
+    print(f"protocol: {protocol.label}; results: {args.out}/metrics.json")
     return 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 import shutil
+from pathlib import Path
 
 from ..benchmark.world import WorldConfig
-from ..fileio import write_json
+from ..errors import UserError
+from ..fileio import ensure_dir, write_json
 from ..models import DEFAULT_MODEL, DTYPE_HELP
 from ..paths import home
 from ..subject import THRESHOLDS, InjectionSettings, ensure_subject, read_subject, subject_key
@@ -33,6 +35,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    if args.json and Path(args.json).is_dir():
+        raise UserError(f"--json {args.json}: expected a file to write, but it is a folder.")
+    if args.json:
+        ensure_dir(Path(args.json).parent, "--json", create=False)
     config = WorldConfig(seed=args.world_seed)
     config.validate()
     settings = InjectionSettings(lr=args.lr, epochs=args.epochs)

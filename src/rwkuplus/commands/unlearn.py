@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserError
+from ..evaluation.protocol import PROTOCOL_HELP
 from ..models import DTYPE_HELP
 
 NAME = "unlearn"
@@ -50,6 +51,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.add_argument("--no-eval", action="store_true", help="skip the forget/neighbor probe evaluation")
     p.add_argument("--batch-size-eval", type=int, default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--protocol", help=PROTOCOL_HELP + "; recorded in eval.json")
     p.add_argument("--out", required=True, help="output folder (resumable)")
 
 
@@ -145,12 +147,15 @@ def run(args) -> int:
     ensure_dir(args.out, "--out", create=False)
     method = build_method(args)
     settings = build_settings(args, method)
+    from ..evaluation.protocol import resolve_protocol
+
     benchmark = load_benchmark(args.benchmark, targets=args.targets)
+    protocol = resolve_protocol(args.protocol, (benchmark.source or {}).get("kind"))
     model_spec = resolve_model_spec(args, benchmark)
     out = Path(args.out)
     config = {"method": method.describe(), "settings": settings.to_json(), "model": model_spec,
               "benchmark": benchmark.source, "targets": [t.name for t in benchmark.targets],
-              "batch_target": args.batch_target, "evaluate": not args.no_eval}
+              "batch_target": args.batch_target, "evaluate": not args.no_eval, "protocol": protocol.label}
     if (out / "config.json").is_file() and read_json(out / "config.json") != json.loads(json.dumps(config)):
         raise UserError(f"--out {out}: this folder holds an unlearning run with another configuration "
                         "(see its config.json); choose another --out or delete the folder.")
@@ -192,7 +197,7 @@ def run(args) -> int:
                 save_model(trained, tokenizer, folder / "model")
             if not args.no_eval:
                 row["evaluation"] = evaluate_unit(trained, tokenizer, benchmark, names, method.icu, folder,
-                                                  args.batch_size_eval)
+                                                  args.batch_size_eval, protocol)
             write_json(folder / "done.json", row)  # last: marks the unit finished
             print(_row_text(row))
         accelerator.wait_for_everyone()
@@ -205,8 +210,10 @@ def run(args) -> int:
     return 0
 
 
-def evaluate_unit(model, tokenizer, benchmark, names: list[str], icu: bool, folder: Path, batch_size: int) -> dict:
-    """Forget and neighbor probe scores (RWKU's protocol) of each target; records written per probe."""
+def evaluate_unit(model, tokenizer, benchmark, names: list[str], icu: bool, folder: Path, batch_size: int,
+                  protocol) -> dict:
+    """Forget and neighbor probe scores under ``protocol`` (``evaluation.protocol.Protocol``) of each
+    target, its label recorded in each target's entry; records written per probe."""
     from ..evaluation.probes import evaluate_probes
     from ..fileio import write_json, write_jsonl
 
@@ -215,11 +222,12 @@ def evaluate_unit(model, tokenizer, benchmark, names: list[str], icu: bool, fold
     for name in names:
         target = benchmark.target(name)
         icu_target = name if icu else None
-        entry = {}
+        entry: dict = {"protocol": protocol.label}
         for part, probes in (("forget", target.forget_probes), ("neighbor", target.neighbor_probes)):
             if not probes:
                 continue
-            records, scores = evaluate_probes(model, tokenizer, probes, icu_target=icu_target, batch_size=batch_size)
+            records, scores = evaluate_probes(model, tokenizer, probes, icu_target=icu_target, batch_size=batch_size,
+                                              max_new_tokens=protocol.probe_max_new_tokens, protocol=protocol)
             write_jsonl(folder / "probes" / f"{unit_name(None, name)}.{part}.jsonl", records)
             entry[part] = scores
         metrics[name] = entry

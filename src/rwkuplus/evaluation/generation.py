@@ -19,12 +19,16 @@
   float rounding can in principle flip a near-tie between two tokens).
 - A sequence stops at an end-of-turn token (the tokenizer's eos, ``<|im_end|>``, ``<|eot_id|>``,
   ``<|endoftext|>`` where they exist, and the model's generation-config eos) or after
-  ``max_new_tokens`` new tokens.
-- With ``stop_at_newline`` (the probe protocol), the output is the generated text (special tokens
-  removed) with leading whitespace stripped, cut before its first ``"\\n"``, then stripped; generation
-  of that sequence stops as soon as such a newline exists. So ``"\\n Portland\\nMaine"`` gives
-  ``"Portland"`` (RWKU's code stopped at a leading newline token and scored ``NOANSWER``; a leading
-  newline is formatting, not an answer). Without it, the output is the whole text, stripped.
+  ``max_new_tokens`` new tokens. With ``stop_tokens`` (RWKU's rule, ``protocol.py``) the stops are
+  instead the tokenizer's eos and ``tokenizer.convert_tokens_to_ids(s)`` of each string (None
+  dropped), as RWKU's ``eval_*.py`` build their terminators: on byte-level BPE tokenizers
+  (SmolLM2, Llama-3) ``"\\n"`` and ``" \\n"`` are not tokens (SmolLM2 maps them to its unknown token,
+  id 0 = ``<|endoftext|>``; Llama-3 to None), so RWKU never stops at a newline.
+- With ``stop_at_newline`` (the world protocol's probes), the output is the generated text (special
+  tokens removed) with leading whitespace stripped, cut before its first ``"\\n"``, then stripped;
+  generation of that sequence stops as soon as such a newline exists. So ``"\\n Portland\\nMaine"``
+  gives ``"Portland"``. Without it (RWKU's behaviour), the output is the whole text, stripped
+  (``"Portland\\nMaine"``).
 - An empty output stays ``""`` here; the probe scorer turns it into ``NOANSWER``.
 
 Token counts (prompt tokens, generated tokens up to and including the stop) are returned with
@@ -34,7 +38,6 @@ Token counts (prompt tokens, generated tokens up to and including the stop) are 
 from __future__ import annotations
 
 import copy
-import sys
 import time
 import weakref
 from collections.abc import Sequence
@@ -67,14 +70,19 @@ class GenerationStats:
 
 
 def progress_bar(total: int, desc: str | None):
-    """A tqdm bar on stderr, shown only when ``desc`` is given and stderr is a terminal."""
-    from tqdm import tqdm
+    """An inner progress bar (``rwkuplus.progress``), shown only when ``desc`` is given: a tqdm bar
+    in a terminal, part of the heartbeat lines in a log."""
+    from .. import progress
 
-    return tqdm(total=total, desc=desc, leave=False, disable=desc is None or not sys.stderr.isatty())
+    return progress.bar(total, desc, leave=False)
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Token ids that end a turn for this model and tokenizer."""
+def stop_token_ids(model, tokenizer, stop_tokens: Sequence[str] | None = None) -> list[int]:
+    """Token ids that end a turn for this model and tokenizer; with ``stop_tokens``, RWKU's: the
+    tokenizer's eos and ``convert_tokens_to_ids`` of each string (None dropped)."""
+    if stop_tokens is not None:
+        rwku = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(s) for s in stop_tokens]
+        return sorted({int(i) for i in rwku if i is not None})
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
@@ -375,7 +383,8 @@ def _sampler(do_sample: bool, temperature: float, top_p: float):
 def generate(model, tokenizer, prompts: list[str], *args, return_stats: bool = False, **kwargs):
     """Generate one output per prompt (see the module docstring; the options are ``generate_each``'s:
     ``max_new_tokens=30, batch_size=16, stop_at_newline=True, do_sample=False, temperature=1.0,
-    top_p=1.0, seed=None, progress=None``); ``(outputs, GenerationStats)`` with ``return_stats``."""
+    top_p=1.0, seed=None, progress=None, stop_tokens=None``); ``(outputs, GenerationStats)`` with
+    ``return_stats``."""
     outputs, each = generate_each(model, tokenizer, prompts, *args, **kwargs)
     if not return_stats:
         return outputs
@@ -395,6 +404,7 @@ def generate_each(
     top_p: float = 1.0,
     seed: int | None = None,
     progress: str | None = None,
+    stop_tokens: Sequence[str] | None = None,
 ) -> tuple[list[str], list[GenerationStats]]:
     """``generate``, with each prompt's own cost: its tokens, and its share of the wall time (in
     proportion to its prompt and generated tokens)."""
@@ -408,7 +418,7 @@ def generate_each(
     encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     # Token order puts prompts that share a prefix (few-shot text) side by side.
     order = sorted(range(len(prompts)), key=lambda i: encoded[i])
-    stops = stop_token_ids(model, tokenizer)
+    stops = stop_token_ids(model, tokenizer, stop_tokens)
     stop_set = set(stops)
     newline_ids = newline_token_ids(tokenizer) if stop_at_newline else frozenset()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]

@@ -1,0 +1,105 @@
+"""One process per run folder: ``folder_lock(folder)`` holds ``<folder>/.lock`` while a run works there.
+
+The lock file (JSON: pid, host, start time, command) is created in one step (``os.link`` of a
+finished temporary file, which fails if the lock exists), so two processes cannot both take it. A
+second process finds it and stops with a UserError naming the holder. A lock left by a process
+that no longer exists on this host (a ``kill -9``, a crash, a lost machine) is stale: it is taken
+over, with a line saying so. A lock from another host cannot be checked; the message says how to
+remove it. The lock is released when the ``with`` block ends, however it ends (an exception, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import UserError
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable or half-written: treated as stale
+    return data if isinstance(data, dict) else {}
+
+
+def describe(holder: dict) -> str:
+    started = holder.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
+
+
+def _stale(holder: dict) -> bool:
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or holder.get("host") is None:
+        return True  # a damaged lock file
+    return holder["host"] == socket.gethostname() and not _pid_alive(pid)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, option: str = "--out",
+                say: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``folder``'s lock for the block; see the module docstring."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}
+    tmp = folder / f".lock.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(me) + "\n", encoding="utf-8")
+    try:
+        for _ in range(3):
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                holder = _read(path)
+                if holder is None:  # released in the meantime
+                    continue
+                if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                    raise UserError(f"{option} {folder}: this process already runs in that folder.")
+                if not _stale(holder):
+                    remedy = ("wait for it to finish or choose another --out" if holder.get("host") == me["host"]
+                              else f"if that process is gone, delete {path}")
+                    raise UserError(f"{option} {folder}: another rwkuplus run is working in this folder "
+                                    f"({describe(holder)}); {remedy}.")
+                (say or print)(f"{folder}: taking over the lock of a process that no longer runs "
+                               f"({describe(holder)}).")
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        else:
+            raise UserError(f"{option} {folder}: could not take the folder's lock ({path}); try again.")
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        yield path
+    finally:
+        holder = _read(path)
+        if holder and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+            path.unlink(missing_ok=True)
