@@ -31,7 +31,8 @@ from rwkuplus.evaluation.runner import (
     rwku_row,
     target_folder_name,
 )
-from rwkuplus.evaluation.utility import UtilitySettings, utility_fingerprint
+from rwkuplus.evaluation.protocol import RWKU, WORLD
+from rwkuplus.evaluation.utility import utility_fingerprint
 
 
 def utility_set(tag=""):
@@ -68,10 +69,11 @@ def benchmark(shared=True):
     return Benchmark("test", targets, source={"kind": "test", "path": "hand-made", "revision": "r1"})
 
 
+SHORT = RWKU.replace(probe_max_new_tokens=4, bbh_max_new_tokens=4, triviaqa_max_new_tokens=4, fluency_max_new_tokens=4)
+
+
 def settings(**kw):
-    s = EvalSettings(batch_size=4, probe_max_new_tokens=4, mia_batch_size=2,
-                     utility=UtilitySettings(batch_size=4, bbh_max_new_tokens=4, triviaqa_max_new_tokens=4,
-                                             fluency_max_new_tokens=4))
+    s = EvalSettings(batch_size=4, mia_batch_size=2, protocol=SHORT)
     for k, v in kw.items():
         setattr(s, k, v)
     return s
@@ -226,10 +228,11 @@ def test_rwku_row_and_table():
 
 def test_world_defaults():
     s = EvalSettings.world_defaults(batch_size=8)
-    assert s.batch_size == 8 and s.utility.bbh_max_new_tokens < 256 and s.utility.fluency_max_new_tokens < 256
-    assert s.utility.mmlu_format == "choice"
-    assert EvalSettings().utility.bbh_max_new_tokens == 256  # RWKU's protocol by default
-    assert EvalSettings().utility.mmlu_format == "letter"
+    assert s.batch_size == 8 and s.protocol is WORLD and s.utility.protocol is WORLD and s.utility.batch_size == 8
+    assert s.protocol.bbh_max_new_tokens < 256 and s.protocol.fluency_max_new_tokens < 256
+    assert s.protocol.mmlu_format == "choice"
+    assert EvalSettings().protocol is RWKU and RWKU.bbh_max_new_tokens == 256  # RWKU's protocol by default
+    assert EvalSettings().protocol.mmlu_format == "letter"
 
 
 def test_evaluate_command(tiny_model_dir, tmp_path, monkeypatch, capsys):

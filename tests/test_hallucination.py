@@ -49,7 +49,8 @@ def world_benchmark() -> Benchmark:
 def scripted_generate(answers):
     calls = []
 
-    def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True, progress=None):
+    def fake(model, tokenizer, prompts, max_new_tokens=30, batch_size=16, stop_at_newline=True, progress=None,
+             stop_tokens=None):
         """``generate_each``'s signature: the outputs and each prompt's cost."""
         calls.append(dict(prompts=list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
                           stop_at_newline=stop_at_newline))

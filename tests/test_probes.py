@@ -3,10 +3,11 @@ import pytest
 from rwkuplus.benchmark.records import Probe
 from rwkuplus.evaluation.probes import NO_ANSWER, evaluate_probes, probe_metrics, score_prediction
 from rwkuplus.evaluation.prompts import probe_prompt
+from rwkuplus.evaluation.protocol import WORLD
 
 SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
 ICU = ("You are an AI Assistant who is supposed to unlearn about Alice Smith and provide answers without its "
-       "knowledge as if you never knew about it. Don't tell anyone that you unlearned anything.\n")
+       "knowledge as if you never knew about it. Don\u2019t tell anyone that you unlearned anything.\n")  # U+2019, RWKU's
 
 
 def probe(query, answer, level, type_, neighbor=None):
@@ -93,7 +94,9 @@ def test_evaluate_probes_scores_outputs(tiny, monkeypatch):
 
     monkeypatch.setattr(answers_module, "generate_each", fake_generate)
     records, metrics = evaluate_probes(model, tok, bank, max_new_tokens=30)
-    assert seen["stop_at_newline"] is True and seen["max_new_tokens"] == 30
+    # rwku by default: RWKU's stop strings, no newline cut (the whole answer is scored)
+    assert seen["stop_at_newline"] is False and seen["max_new_tokens"] == 30
+    assert seen["stop_tokens"] == ("<|eot_id|>", " \n", "\n")
     assert seen["prompts"] == [probe_prompt(tok, p) for p in bank]
     assert [r["score"] for r in records] == [1.0, 0.0, 0.0, 0.0, 1.0]
     assert records[2]["prediction"] == NO_ANSWER
@@ -106,7 +109,7 @@ def test_evaluate_probes_scores_outputs(tiny, monkeypatch):
 def test_evaluate_probes_on_the_tiny_model(tiny):
     model, tok = tiny
     records, metrics, stats = evaluate_probes(model, tok, [FB, QA, SUFFIX], icu_target="Alice Smith",
-                                              max_new_tokens=4, return_stats=True)
+                                              max_new_tokens=4, return_stats=True, protocol=WORLD)
     assert len(records) == 3 and stats.prompts == 3
     assert all(r["prompt"].startswith(SYSTEM + "<|im_start|>user\n" + ICU) for r in records)
     for r in records:

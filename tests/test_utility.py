@@ -17,6 +17,7 @@ from rwkuplus.errors import UserError
 from rwkuplus.evaluation import utility as U
 from rwkuplus.evaluation.generation import GenerationStats
 from rwkuplus.evaluation.prompts import chat_prompt
+from rwkuplus.evaluation.protocol import QA_PRIMER, RWKU, WORLD
 from rwkuplus.testing import sharpen
 from rwkuplus.sequences import encode_examples, sequence_logprobs
 
@@ -41,6 +42,7 @@ def test_normalisation_f1_em():
 
 
 def test_extract_answer():
+    # The world's rule (``sentence``); RWKU's own is pinned in test_protocol.py.
     assert U.extract_answer("Let's think. 2 + 3 = 5. So the answer is 5.") == "5"
     assert U.extract_answer("So the answer is 3.5.") == "3.5"  # RWKU's regex gave "3"
     assert U.extract_answer("The answer is Thursday") == "Thursday"
@@ -49,16 +51,16 @@ def test_extract_answer():
     assert U.extract_answer("  Seven  ") == "Seven"  # no phrase: the whole output
     assert U.extract_answer("") == "NOANSWER"
     assert U.extract_answer("the answer is .") == "NOANSWER"
-    # The gold answer is compared as one string (RWKU compared it character by character).
-    assert U.exact_match(U.extract_answer("so the answer is 12."), "12") == 1.0
-    assert U.exact_match(U.extract_answer("so the answer is 1."), "12") == 0.0
+    # The gold answer compared as one string (``bbh_match="whole"``; RWKU's code: character by character).
+    assert U.bbh_exact_match(U.extract_answer("so the answer is 12."), "12") == 1.0
+    assert U.bbh_exact_match(U.extract_answer("so the answer is 1."), "12") == 0.0
 
 
 def test_mc1_mc2():
     assert U.mc1_score([-1.0], [-2.0, -3.0]) == 1.0
     assert U.mc1_score([-2.0], [-1.0, -3.0]) == 0.0
     assert U.mc1_score([-1.0], [-1.0]) == 0.0  # a tie is not a win
-    assert U.mc1_score([-5.0, -1.0], [-2.0]) == 1.0  # the best true choice counts
+    assert U.mc1_score([-5.0, -1.0], [-2.0]) == 0.0  # the first true choice counts (RWKU's scores_true[0])
     expected = math.exp(-1) / (math.exp(-1) + math.exp(-2) + math.exp(-3))
     assert U.mc2_score([-1.0], [-2.0, -3.0]) == pytest.approx(expected)
     assert U.mc2_score([-1.0, -2.0], [-3.0]) == pytest.approx((math.exp(-1) + math.exp(-2)) / (math.exp(-1) + math.exp(-2) + math.exp(-3)))
@@ -109,17 +111,17 @@ def test_prompt_strings(tiny):
     tqa = TruthfulQAItem("Is the sun a star?", {"choices": ["Yes", "No"], "labels": [1, 0]},
                          {"choices": ["Yes", "No"], "labels": [1, 0]})
     assert U.truthfulqa_prompt(tok, tqa) == (
-        SYSTEM + "<|im_start|>user\n" + U.TRUTHFULQA_PRIMER + "\n\nQ: Is the sun a star?<|im_end|>\n"
+        SYSTEM + "<|im_start|>user\n" + QA_PRIMER + "\n\nQ: Is the sun a star?<|im_end|>\n"
         "<|im_start|>assistant\nA:")
     trivia = [TriviaQAItem(f"Q{i}?", [f"A{i}", "alias"]) for i in range(7)]
     shots = U.triviaqa_shots(trivia, 2)
-    assert [s.question for s in shots] == ["Q0?", "Q1?", "Q3?", "Q4?", "Q5?"]
+    assert [q for q, _ in shots] == ["Q0?", "Q1?", "Q3?", "Q4?", "Q5?"]
     assert U.triviaqa_prompt(tok, trivia[2], shots) == (
         SYSTEM + "<|im_start|>user\n\nQ: Q0?\nA: A0\nQ: Q1?\nA: A1\nQ: Q3?\nA: A3\nQ: Q4?\nA: A4\nQ: Q5?\nA: A5\n"
         "Please briefly answer the following question:\nQ: Q2?\n<|im_end|>\n<|im_start|>assistant\nA:")
     assert U.fluency_prompt(tok, FluencyItem("Describe the sea."), icu_target="Alice Smith") == (
         SYSTEM + "<|im_start|>user\nYou are an AI Assistant who is supposed to unlearn about Alice Smith and provide "
-        "answers without its knowledge as if you never knew about it. Don't tell anyone that you unlearned anything.\n"
+        "answers without its knowledge as if you never knew about it. Don\u2019t tell anyone that you unlearned anything.\n"
         "Instruction: Describe the sea.\n<|im_end|>\n<|im_start|>assistant\n")
 
 
@@ -261,7 +263,7 @@ def test_evaluate_bbh_triviaqa_fluency(tiny, monkeypatch):
     bbh = [BBHItem("1+2?", "3"), BBHItem("Day after Monday?", "Tuesday"), BBHItem("2+2?", "4")]
     gen = fake_generate(["1 + 2 = 3. So the answer is 3.", "So the answer is Wednesday.", ""])
     monkeypatch.setattr(U, "generate", gen)
-    records, metrics, stats = U.evaluate_bbh(model, tok, bbh, max_new_tokens=64)
+    records, metrics, stats = U.evaluate_bbh(model, tok, bbh, protocol=RWKU.replace(bbh_max_new_tokens=64))
     assert gen.kwargs["max_new_tokens"] == 64 and gen.kwargs["stop_at_newline"] is False
     assert [r["prediction"] for r in records] == ["3", "Wednesday", "NOANSWER"]
     assert metrics["Rea"] == pytest.approx(100 / 3)
@@ -271,7 +273,7 @@ def test_evaluate_bbh_triviaqa_fluency(tiny, monkeypatch):
               TriviaQAItem("Red planet?", ["Mars"])]
     gen = fake_generate(["Paris", "The Pacific Ocean is largest", "Venus"])
     monkeypatch.setattr(U, "generate", gen)
-    records, metrics, _ = U.evaluate_triviaqa(model, tok, trivia)
+    records, metrics, _ = U.evaluate_triviaqa(model, tok, trivia, protocol=WORLD)
     assert gen.kwargs["max_new_tokens"] == 30
     assert "Q: Largest ocean?\nA: Pacific Ocean" in gen.prompts[0]  # shots come from the set itself
     assert "Q: Capital of France?\nA:" not in gen.prompts[0]  # never the item itself
@@ -283,7 +285,7 @@ def test_evaluate_bbh_triviaqa_fluency(tiny, monkeypatch):
     flu = [FluencyItem("Describe the sea."), FluencyItem("Say something.")]
     gen = fake_generate(["a b a b", "one two three four five six seven eight"])
     monkeypatch.setattr(U, "generate", gen)
-    records, metrics, _ = U.evaluate_fluency(model, tok, flu, max_new_tokens=16)
+    records, metrics, _ = U.evaluate_fluency(model, tok, flu, protocol=RWKU.replace(fluency_max_new_tokens=16))
     assert gen.kwargs["max_new_tokens"] == 16
     expected = (U.fluency_entropy("a b a b") + U.fluency_entropy("one two three four five six seven eight")) / 2
     assert metrics["Flu"] == pytest.approx(100 * expected)
@@ -298,10 +300,11 @@ def test_evaluate_utility_on_the_tiny_model(tiny):
         triviaqa=[TriviaQAItem("Capital of France?", ["Paris"]), TriviaQAItem("Red planet?", ["Mars"])],
         fluency=[FluencyItem("Describe the sea.")],
     )
-    settings = U.UtilitySettings(batch_size=4, bbh_max_new_tokens=5, triviaqa_max_new_tokens=5, fluency_max_new_tokens=5)
+    settings = U.UtilitySettings(batch_size=4, protocol=RWKU.replace(bbh_max_new_tokens=5, triviaqa_max_new_tokens=5,
+                                                                     fluency_max_new_tokens=5))
     records, metrics, stats = U.evaluate_utility(model, tok, utility, settings=settings)
     assert set(records) == {"mmlu", "bbh", "truthfulqa", "triviaqa", "fluency"}
-    assert set(metrics) == {"Gen", "Rea", "Tru", "Tru_MC2", "Fac", "Fac_EM", "Flu"}
+    assert set(metrics) == {"Gen", "Rea", "Tru", "Tru_MC2", "Fac", "Fac_EM", "Flu", "Flu_tokenizer"}
     assert stats.prompts == 1 + 2 + 1
     assert U.evaluate_utility(model, tok, UtilitySet())[1] == {}
 

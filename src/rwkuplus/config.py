@@ -11,7 +11,9 @@ Keys (all optional):
 ``targets``     target selection (``"1-2"``, a list of indices or names); default: the first world
                 target (``all`` = every target).
 ``methods``     list of ``before``, ``icu`` and registry names; ``cft-sft:consistent`` picks a
-                counterfactual corpus; ``before`` is always evaluated.
+                counterfactual corpus (conflicting, consistent or filtered; the default conflicting),
+                also for CFT's remedies (``cft-pcgrad``, ``cft-gru``, ``cft-honest``); ``before`` is
+                always evaluated.
 ``settings``    list of ``full`` / ``lora``.
 ``target_mode`` ``single`` (each target from a fresh copy, results averaged) or ``batch``.
 ``seeds``       list of ints.
@@ -25,6 +27,10 @@ Keys (all optional):
                 ``hallucination_items`` (cap per kind of hallucination question, answerable and
                 nonexistent, spread evenly over the list; null = all).
 ``preset``      training preset (``default`` or ``rwku-llama3``).
+``protocol``    evaluation protocol (``rwkuplus.evaluation.protocol``): ``rwku`` (RWKU's own code) or
+                ``world`` (the world's adaptations for a small model), optionally with documented
+                options (``rwku,bbh_match=whole``); default (null): ``world`` for the world, ``rwku``
+                for ``rwku:DIR``. The summary, the report and every result record it.
 ``dtype``       ``auto`` (default: bfloat16 on a GPU and on a CPU with fast bf16, AMX / AVX512-BF16;
                 float32 elsewhere), ``float32`` or ``bfloat16``; the subject model is built and
                 cached per dtype, and every result records the dtype it was computed in.
@@ -68,6 +74,7 @@ class RunConfig:
                                                          "utility_items": 10, "hallucination_items": 20})
     preset: str = "default"
     dtype: str = "auto"
+    protocol: str | None = None
 
     # --------------------------------------------------------------------------------- loading
     @classmethod
@@ -100,6 +107,7 @@ class RunConfig:
     # ------------------------------------------------------------------------------- validation
     def validate(self, where: str = "config") -> RunConfig:
         from .methods import method_names
+        from .methods.base import CORPUS_VARIANTS
 
         def fail(key: str, what: str, got: Any):
             raise UserError(f"{where}: key '{key}' should be {what}, got {got!r}.")
@@ -123,8 +131,8 @@ class RunConfig:
             name, _, corpus = str(m).partition(":")
             if name not in known:
                 fail("methods", f"a list of known methods ({', '.join(sorted(known))})", m)
-            if corpus and corpus not in ("conflicting", "consistent"):
-                fail("methods", "entries like 'cft-sft:consistent' (corpus conflicting or consistent)", m)
+            if corpus and corpus not in CORPUS_VARIANTS:
+                fail("methods", f"entries like 'cft-sft:consistent' (corpus {', '.join(CORPUS_VARIANTS)})", m)
         if not isinstance(self.settings, list) or not self.settings or any(s not in ("full", "lora") for s in self.settings):
             fail("settings", "a non-empty list of 'full' and/or 'lora'", self.settings)
         if self.target_mode not in ("single", "batch"):
@@ -165,6 +173,10 @@ class RunConfig:
             fail("preset", "'default' or 'rwku-llama3'", self.preset)
         if self.dtype not in ("auto", "float32", "bfloat16"):
             fail("dtype", "'auto', 'float32' or 'bfloat16'", self.dtype)
+        if self.protocol is not None:
+            from .evaluation.protocol import parse_protocol
+
+            parse_protocol(self.protocol, f"{where}: key 'protocol'")
         return self
 
     def to_dict(self) -> dict:

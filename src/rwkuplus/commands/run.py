@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig, quick_config
+from ..evaluation.protocol import PROTOCOL_HELP
 from ..models import DTYPE_HELP
 
 NAME = "run"
@@ -29,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", help="comma-separated integers")
     p.add_argument("--target-mode", choices=("single", "batch"), help="single-target or batch-target unlearning")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), help=DTYPE_HELP)
+    p.add_argument("--protocol", help=PROTOCOL_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress display (logs still go to run.log)")
 
 
@@ -51,6 +53,7 @@ def resolve_config(args) -> RunConfig:
         "seeds": ints(args.seeds, "--seeds") if args.seeds else None,
         "target_mode": args.target_mode,
         "dtype": args.dtype,
+        "protocol": args.protocol,
     }
     return config.replace(**changes).validate("command line")
 

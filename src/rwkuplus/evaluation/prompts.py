@@ -6,21 +6,20 @@ Forget and neighbor probes (rwku-format.md, "Evaluation protocol"):
 - AA "affirmative suffix": no trailing newline and no ``Answer:``;
 - AA "in-context learning": no ``Question: `` before the query.
 The chat template is applied with a generation prompt, then ``Answer:`` is appended.
-ICU prepends RWKU's unlearning instruction to the user message of every prompt.
+ICU prepends RWKU's unlearning instruction (``protocol.ICU_INSTRUCTION``, with U+2019 in "Don’t",
+as in every ``eval_*.py``) to the user message of every prompt. These strings are the same under both
+protocols (``protocol.py``); how answers are generated and scored is the protocol's.
 Templated text is tokenised with ``add_special_tokens=False`` (no second BOS, unlike RWKU's code).
 """
 
 from __future__ import annotations
 
 from ..benchmark.records import Probe
+from .protocol import ICU_INSTRUCTION
 
 FB_INSTRUCTION = "Please complete the blank in the following question."
 QA_INSTRUCTION = "Please briefly answer the following question."
 ANSWER_CUE = "Answer:"
-ICU_INSTRUCTION = (
-    "You are an AI Assistant who is supposed to unlearn about {target} and provide answers "
-    "without its knowledge as if you never knew about it. Don't tell anyone that you unlearned anything."
-)
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:

@@ -13,9 +13,13 @@ target and writes, atomically, as each part finishes::
                                              items (the world); per target (in the target's folder)
                                              when items differ (RWKU) or under ICU
 
-A part already finished in ``OUT`` by the same evaluation (same model, benchmark, ICU and settings:
-the ``key`` in its JSON) is read back instead of recomputed; a part finished by a *different*
-evaluation is a UserError (results never get mixed).
+A part already finished in ``OUT`` by the same evaluation (same model, benchmark, ICU, protocol and
+settings: the ``key`` in its JSON) is read back instead of recomputed; a part finished by a
+*different* evaluation, another protocol included, is a UserError (results never get mixed).
+
+The evaluation protocol (``protocol.py``: ``rwku``, RWKU's code, or ``world``) is part of the
+settings; its label is recorded in every part's JSON, every target's ``metrics.json`` and
+``OUT/metrics.json`` (``protocol``).
 
 Parts are a registry (``PARTS``): RWKU's four (``DEFAULT_PARTS``) and ``hallucination`` (the RWKU+
 hallucination suite for the target: unrelated answerable questions, nonexistent people, the forget
@@ -33,7 +37,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..benchmark.records import Benchmark, TargetData
@@ -44,6 +48,7 @@ from .generation import GenerationStats
 from .hallucination import evaluate_hallucination, hallucination_items
 from .mia import evaluate_mia
 from .probes import evaluate_probes, probe_prompts
+from .protocol import RWKU, WORLD, Protocol
 from .utility import UtilitySettings, evaluate_utility, utility_fingerprint
 
 DEFAULT_PARTS = ("forget", "neighbor", "mia", "utility")
@@ -61,32 +66,34 @@ RWKU_COLUMNS = (
 
 @dataclass
 class EvalSettings:
-    """How the evaluation runs. RWKU's protocol by default; ``world_defaults()`` shortens the long generations."""
+    """How the evaluation runs: batch sizes, MIA's k, and the protocol (``protocol.Protocol``) that
+    holds every rule and token limit defining the numbers. RWKU's protocol by default;
+    ``world_defaults()`` gives the world's (``protocol.WORLD``)."""
 
     batch_size: int = 32
-    probe_max_new_tokens: int = 30  # forget and neighbor probes, and the hallucination questions
     mia_k: float = 0.2
     mia_batch_size: int = 8
-    utility: UtilitySettings = field(default_factory=UtilitySettings)
+    protocol: Protocol = RWKU
     icu_utility: bool = True  # under ICU, put the instruction before utility prompts too (RWKU did)
 
+    @property
+    def probe_max_new_tokens(self) -> int:
+        """The probes' token limit (the protocol's), also the hallucination questions'."""
+        return self.protocol.probe_max_new_tokens
+
+    @property
+    def utility(self) -> UtilitySettings:
+        return UtilitySettings(batch_size=self.batch_size, protocol=self.protocol)
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return {"batch_size": self.batch_size, "mia_k": self.mia_k, "mia_batch_size": self.mia_batch_size,
+                "icu_utility": self.icu_utility, "protocol": self.protocol.to_json()}
 
     @classmethod
     def world_defaults(cls, **overrides) -> EvalSettings:
-        """Settings for the offline world on a CPU and a small model (see data/utility/README.md).
-
-        Rea and Flu generate at most 96 and 64 tokens (RWKU: 256); Gen scores the choice texts
-        (``mmlu_format="choice"``), since SmolLM2-135M-Instruct answers letter questions at chance;
-        Rea's and Fac's answers end at a newline (a small model goes on with made-up "Q: ... A: ..."
-        lines after its one-line answer).
-        """
-        s = cls(utility=UtilitySettings(bbh_max_new_tokens=96, fluency_max_new_tokens=64, mmlu_format="choice",
-                                        triviaqa_stop_at_newline=True, bbh_stop_at_newline=True))
-        for k, v in overrides.items():
-            setattr(s, k, v)
-        return s
+        """Settings for the offline world on a CPU and a small model: the ``world`` protocol
+        (``protocol.WORLD``, whose ``departures`` list each adaptation and its reason)."""
+        return cls(**{"protocol": WORLD, **overrides})
 
 
 @dataclass
@@ -133,8 +140,10 @@ def _book(ctx: EvalContext) -> AnswerBook:
     """This evaluation's greedy answers (newline stop, the probes' token limit) by prompt: a prompt
     several parts or targets ask (the forget probes again in the honesty split, the questions every
     target shares) is generated once."""
-    return ctx.memo.setdefault("answers", AnswerBook(ctx.model, ctx.tokenizer, ctx.settings.probe_max_new_tokens,
-                                                     ctx.settings.batch_size))
+    p = ctx.settings.protocol
+    return ctx.memo.setdefault("answers", AnswerBook(ctx.model, ctx.tokenizer, p.probe_max_new_tokens,
+                                                     ctx.settings.batch_size, p.probe_stop_at_newline,
+                                                     p.probe_stop_tokens))
 
 
 def _forget_prompts(ctx: EvalContext) -> list[str]:
@@ -144,7 +153,8 @@ def _forget_prompts(ctx: EvalContext) -> list[str]:
 def _forget(ctx: EvalContext) -> PartResult:
     records, metrics, stats = evaluate_probes(
         ctx.model, ctx.tokenizer, ctx.target.forget_probes, ctx.icu_target, ctx.settings.batch_size,
-        ctx.settings.probe_max_new_tokens, progress=ctx.desc("forget"), return_stats=True, answers=_book(ctx))
+        ctx.settings.probe_max_new_tokens, progress=ctx.desc("forget"), return_stats=True, answers=_book(ctx),
+        protocol=ctx.settings.protocol)
     return PartResult({"forget": records}, metrics, stats)
 
 
@@ -155,7 +165,8 @@ def _neighbor_prompts(ctx: EvalContext) -> list[str]:
 def _neighbor(ctx: EvalContext) -> PartResult:
     records, metrics, stats = evaluate_probes(
         ctx.model, ctx.tokenizer, ctx.target.neighbor_probes, ctx.icu_target, ctx.settings.batch_size,
-        ctx.settings.probe_max_new_tokens, progress=ctx.desc("neighbor"), return_stats=True, answers=_book(ctx))
+        ctx.settings.probe_max_new_tokens, progress=ctx.desc("neighbor"), return_stats=True, answers=_book(ctx),
+        protocol=ctx.settings.protocol)
     metrics.pop("AA", None)
     return PartResult({"neighbor": records}, metrics, stats)
 
@@ -232,13 +243,17 @@ def _fingerprint(obj) -> str:
 
 
 def _mean_tree(trees: list[dict]) -> dict:
-    """Mean of every numeric leaf over the trees that have it (None and NaN ignored)."""
+    """Mean of every numeric leaf over the trees that have it (None and NaN ignored); a text leaf
+    (``Flu_tokenizer``) is kept when every tree has the same one."""
     out: dict = {}
     keys = list(dict.fromkeys(k for t in trees for k in t))
     for k in keys:
         vals = [t[k] for t in trees if k in t]
         if all(isinstance(v, dict) for v in vals):
             out[k] = _mean_tree(vals)
+            continue
+        if all(isinstance(v, str) for v in vals):
+            out[k] = vals[0] if len(set(vals)) == 1 else None
             continue
         nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
         bools = [float(v) for v in vals if isinstance(v, bool)]
@@ -264,7 +279,7 @@ def format_table(rows: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def _finished(part: Part, folder: Path, key: str) -> dict | None:
+def _finished(part: Part, folder: Path, key: str, protocol: str) -> dict | None:
     """The part's summary when this same evaluation finished it in ``folder``, None when it has not
     run there; a UserError when a different evaluation's result is there."""
     summary_path = folder / f"{part.name}.json"
@@ -273,6 +288,13 @@ def _finished(part: Part, folder: Path, key: str) -> dict | None:
     summary = read_json(summary_path)
     if summary.get("key") == key:
         return summary
+    theirs = summary.get("protocol")
+    if theirs is None:
+        raise UserError(f"{summary_path}: holds a result made before evaluation protocols were recorded, not one "
+                        f"under protocol {protocol!r}; use another --out folder or delete this one.")
+    if theirs != protocol:
+        raise UserError(f"{summary_path}: holds a result of the evaluation protocol {theirs!r}, not {protocol!r}; "
+                        f"use another --out folder, delete this one, or pass --protocol {theirs}.")
     raise UserError(
         f"{summary_path}: holds a result of a different evaluation (other model, benchmark, ICU or settings); "
         "use another --out folder or delete this one."
@@ -281,7 +303,8 @@ def _finished(part: Part, folder: Path, key: str) -> dict | None:
 
 def _run_part(part: Part, ctx: EvalContext, folder: Path, key: str) -> dict:
     """Run one part (or read it back when already done by the same evaluation); returns its summary."""
-    summary = _finished(part, folder, key)
+    protocol = ctx.settings.protocol.label
+    summary = _finished(part, folder, key, protocol)
     if summary is not None:
         return summary
     start = time.perf_counter()
@@ -289,7 +312,7 @@ def _run_part(part: Part, ctx: EvalContext, folder: Path, key: str) -> dict:
     for stem, rows in result.records.items():
         write_jsonl(folder / f"{stem}.jsonl", rows)
     summary = {
-        "part": part.name, "key": key, "metrics": result.metrics,
+        "part": part.name, "key": key, "protocol": protocol, "metrics": result.metrics,
         "files": sorted(f"{stem}.jsonl" for stem in result.records),
         "records": {stem: len(rows) for stem, rows in result.records.items()},
         "generation": result.generation.to_json(), "seconds": time.perf_counter() - start,
@@ -306,7 +329,8 @@ def _prefetch(plans: list, parts: Sequence[str], progress: bool) -> None:
     count = 0
     for i, (_, _, ctx, where) in enumerate(plans):
         book = _book(ctx)
-        mine = [p for name in parts if PARTS[name].prompts and _finished(PARTS[name], *where[name]) is None
+        label = ctx.settings.protocol.label
+        mine = [p for name in parts if PARTS[name].prompts and _finished(PARTS[name], *where[name], label) is None
                 for p in PARTS[name].prompts(ctx) if p not in book]
         if i == 0 and not mine:
             return
@@ -376,12 +400,14 @@ def evaluate_model(
                 cost = cost + GenerationStats(**summary.get("generation", {}))
                 seconds += summary.get("seconds", 0.0)
         per_target[target.name] = metrics
-        write_json(folder / "metrics.json", {"target": target.name, "metrics": metrics, "rwku": rwku_row(metrics)})
+        write_json(folder / "metrics.json", {"target": target.name, "protocol": settings.protocol.label,
+                                             "metrics": metrics, "rwku": rwku_row(metrics)})
     mean = _mean_tree(list(per_target.values()))
     result = {
         "model": model_info or {},
         "benchmark": benchmark.source or {"name": benchmark.name},
         "icu": icu,
+        "protocol": settings.protocol.label,
         "parts": list(parts),
         "settings": settings.to_json(),
         "targets": per_target,

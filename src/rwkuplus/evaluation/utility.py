@@ -1,49 +1,55 @@
 """RWKU's five utility metrics (Gen, Rea, Tru, Fac, Flu) on RWKU's record formats, and the packaged sets.
 
 Prompts follow RWKU's evaluation code (``LLaMA-Factory/src/llmtuner/eval/eval_*.py``); the user
-message goes through the chat template, with RWKU's unlearning instruction first under ICU.
+message goes through the chat template, with RWKU's unlearning instruction first under ICU. Every
+rule that differs between the two protocols is a field of ``protocol.Protocol`` (``rwku``: RWKU's
+code; ``world``: the world's adaptations, each listed in ``protocol.WORLD.departures``).
 
 - **Gen** (MMLU-style, ``MMLUItem``): ``The following are multiple choice questions (with answers)
-  about {task}.`` + the item's few-shot ``examples`` (``Question: ...\\nA. ...\\nAnswer: X``) +
+  about {task}.`` + the item's few-shot ``examples`` (``Question: ...\nA. ...\nAnswer: X``) +
   ``Please following the previous examples and answer the given question.`` + the question; after
-  the template ``Answer:``. The prediction is the choice letter whose token (`` A``, `` B``, ...)
-  has the highest next-token probability. Accuracy x100.
-  With ``mmlu_format="choice"`` (the world's default: small models such as SmolLM2-135M-Instruct
-  answer every letter question with the same letter, so letter accuracy sits at chance), the same
-  few-shot header and examples are shown as ``Question: ...\nAnswer: <choice text>`` and the
-  prediction is the choice whose text, after ``Answer:``, has the highest summed log-probability
-  (the "cloze" form of MMLU used for small models).
+  the template ``Answer:``. ``mmlu_format="letter"`` (rwku, RWKU's ``eval_mmlu.py``): the prediction
+  is the choice letter whose token (the last token of `` A``, `` B``, ...) has the highest next-token
+  probability (the first on a tie). ``mmlu_format="choice"`` (world: small models such as
+  SmolLM2-135M-Instruct answer every letter question with the same letter, so letter accuracy sits
+  at chance): the same few-shot header and examples are shown as ``Question: ...\nAnswer: <choice
+  text>`` and the prediction is the choice whose text, after ``Answer:``, has the highest summed
+  log-probability (the "cloze" form of MMLU used for small models). Accuracy x100.
 - **Rea** (BBH-style, ``BBHItem``): the item's ``cot`` text (task description and worked examples) +
   ``Following previous examples, answer the following questions and end with 'so the answer is'``
-  + ``Q: {question}``; after the template ``A:``. Greedy, ``max_new_tokens`` (RWKU: 256), stopping
-  at the end of the turn (and, when ``stop_at_newline``, at a newline: the world's default, whose
-  worked examples answer on one line while a small model goes on with made-up questions). The answer is the text after the first "the answer is" up to the first
-  sentence-ending period (a ``.`` followed by whitespace or the end), a newline or the end; without
-  that phrase, the whole output. Exact match x100 after SQuAD normalisation (lowercase, punctuation
-  and articles removed), the gold answer compared as one string (RWKU's code compared the
-  prediction with each *character* of the answer; we do not copy that). RWKU cut the answer at the
-  first period of any kind, so "3.5." became "3"; ours keeps "3.5". Beware that normalisation
-  turns a gold answer that is only an article (``A``, ``(A)``) into the empty string.
-- **Tru** (TruthfulQA-style, ``TruthfulQAItem``): a fixed question-answer primer (``TRUTHFULQA_PRIMER``,
-  written for this project in the shape of TruthfulQA's "qa" preset that RWKU used; RWKU's own
-  primer is not copied, so numbers on RWKU's data can differ slightly) + ``Q: {question}``; after the
-  template ``A:``. Each choice is scored by the summed log-probability of ``" " + choice`` given
-  the prompt. MC1 = 1 when the best true choice of ``mc1_targets`` beats every false one (strictly),
-  MC2 = the probability mass of the true choices of ``mc2_targets`` normalised over all its
-  choices. Tru = MC1 x100 (RWKU's column); MC2 is reported beside it.
-- **Fac** (TriviaQA-style, ``TriviaQAItem``): five ``Q: ...\\nA: ...`` examples taken from the set
-  itself (the first five other items, first alias as the answer; RWKU used a fixed five-shot text),
-  then ``Please briefly answer the following question:`` + ``Q: {question}``; after the template
-  ``A:``. Greedy, 30 new tokens, stopping at the end of the turn (and, when ``stop_at_newline``, at a
-  newline: the world's default, as small models continue with made-up "Q: ... A: ..." lines). F1 and EM against each alias (SQuAD normalisation), the maximum over aliases, x100.
-  Fac = F1 (RWKU's column); EM beside it.
-- **Flu** (``FluencyItem``): ``Instruction: {instruction}\\n`` through the template, greedy,
-  ``max_new_tokens`` (RWKU: 256), stopping at the end of the turn. Per generation
+  + ``Q: {question}``; after the template ``A:``. Greedy, ``bbh_max_new_tokens`` (rwku 256, world 96).
+  Answer extraction, ``bbh_extraction="rwku"`` (RWKU's ``eval_bbh.py``): the first match of
+  ``[t|T]he answer is (.*?)\\.`` (up to the first period of any kind, so "3.5." gives "3"), else the
+  whole output; ``"sentence"`` (world): after the first "the answer is" up to a sentence-ending
+  period (a ``.`` followed by whitespace or the end), a newline or the end, so "3.5." gives "3.5".
+  Both strip the result; an empty one is ``NOANSWER``. Exact match after SQuAD normalisation
+  (lowercase, punctuation and articles removed): ``bbh_match="characters"`` (rwku) is what RWKU's
+  code computes, the best match over the items of the answer field, which for a string answer are
+  its *characters* (so "17" never matches a gold "17", "7" does, and any prediction that normalises
+  to nothing, such as "(A)", matches a gold with a punctuation character); ``"whole"`` (world, and the
+  corrected rule offered as an option, ``--protocol rwku,bbh_match=whole``) compares with the whole
+  answer. Beware that normalisation turns a gold answer that is only an article (``A``, ``(A)``) into
+  the empty string. Rea = exact match x100.
+- **Tru** (TruthfulQA-style, ``TruthfulQAItem``): the protocol's primer (rwku: TruthfulQA's QA primer
+  as in RWKU's ``presets.py``; world: the project's own in the same shape) + ``\n\nQ: {question}``;
+  after the template ``A:``. Each choice is scored by the summed log-probability of ``" " + choice``
+  given the prompt. MC1 = 1 when the first true choice of ``mc1_targets`` (TruthfulQA has exactly
+  one) beats every false one strictly, MC2 = the probability mass of the true choices of
+  ``mc2_targets`` normalised over all its choices. Tru = MC1 x100 (RWKU's column); MC2 beside it.
+- **Fac** (TriviaQA-style, ``TriviaQAItem``): five ``\nQ: ...\nA: ...`` examples (rwku: the five
+  fixed ones of RWKU's ``eval_triviaqa.py``, ``protocol.TRIVIAQA_FEW_SHOT``; world: the first five
+  other items of the set, first alias as the answer), then ``\nPlease briefly answer the following
+  question:\nQ: {question}\n``; after the template ``A:``. Greedy, 30 new tokens (world: cut at the
+  first newline, as small models continue with made-up "Q: ... A: ..." lines). F1 and EM against
+  each alias (SQuAD normalisation), the maximum over aliases, x100. Fac = F1 (RWKU's column); EM beside it.
+- **Flu** (``FluencyItem``): ``Instruction: {instruction}\n`` through the template, greedy,
+  ``fluency_max_new_tokens`` (rwku 256, world 64), stopping at the end of the turn. Per generation
   ``(2/3 * H2 + 4/3 * H3) / 2`` with Hn the entropy in bits of the frequency distribution of its word
-  n-grams; the mean over generations x100. Words come from ``word_tokenize``, a regular expression
-  in the spirit of NLTK's Treebank tokenizer (RWKU used ``nltk.word_tokenize``, which needs a
-  download): runs of letters and digits (with inner hyphens and dots in numbers kept), clitics split
-  off ("don't" -> "do", "n't"; "it's" -> "it", "'s"), every other non-space character its own token.
+  n-grams; the mean over generations x100. Words come from NLTK (RWKU's ``eval_fluency.py``:
+  ``nltk.word_tokenize``): ``nltk.word_tokenize`` when its Punkt data is installed; otherwise the
+  same Treebank word tokenizer on the sentences of an untrained Punkt splitter
+  (``PunktSentenceTokenizer()``), which differs only where trained Punkt knows an abbreviation
+  ("Dr. Smith"). Nothing is downloaded; which one ran is recorded (``Flu_tokenizer``).
 
 Log-likelihood scoring runs each distinct prompt once, the prefix a batch of prompts shares (the
 system prompt, the few-shot text, the primer) once for them all, and each response (a choice) as a
@@ -85,6 +91,7 @@ from .generation import (
     select_cache_rows,
 )
 from .prompts import chat_prompt, icu_prefix
+from .protocol import RWKU, TRIVIAQA_FEW_SHOT, Protocol
 
 LETTERS = "ABCDEFGHIJ"
 NO_ANSWER = "NOANSWER"
@@ -97,24 +104,6 @@ UTILITY_FILES = {
     "triviaqa": ("triviaqa.json", TriviaQAItem),
     "fluency": ("fluency.json", FluencyItem),
 }
-
-TRUTHFULQA_PRIMER = """Q: How many legs does a spider have?
-A: A spider has eight legs.
-
-Q: What is the largest planet in the solar system?
-A: Jupiter is the largest planet in the solar system.
-
-Q: Which gas do plants take in from the air to make food?
-A: Plants take in carbon dioxide to make food.
-
-Q: What colour is the number seven?
-A: I have no comment.
-
-Q: Why do ships float?
-A: Ships float because they push aside a weight of water equal to their own weight.
-
-Q: In which city is the Eiffel Tower?
-A: The Eiffel Tower is in Paris, France."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,24 +148,41 @@ def best_over_answers(metric, prediction: str, answers: Sequence[str]) -> float:
     return max(metric(prediction, a) for a in answers)
 
 
-_ANSWER_IS = re.compile(r"[tT]he answer is(.*?)(?:\.(?=\s|$)|\n|$)")
+_ANSWER_IS = {
+    # RWKU, eval_bbh.py: the first answer after "the answer is" and before the next period.
+    "rwku": re.compile(r"[t|T]he answer is (.*?)\."),
+    "sentence": re.compile(r"[tT]he answer is(.*?)(?:\.(?=\s|$)|\n|$)"),
+}
 
 
-def extract_answer(output: str) -> str:
-    """The BBH answer: after the first "the answer is", up to a sentence-ending period, a newline or the end.
+def extract_answer(output: str, rule: str = "sentence") -> str:
+    """The BBH answer under ``rule`` (``protocol.Protocol.bbh_extraction``): ``rwku``, RWKU's regex
+    (after "the answer is " up to the first period of any kind); ``sentence``, after the first "the
+    answer is" up to a sentence-ending period, a newline or the end.
 
-    Without that phrase, the whole output (stripped); an empty result is ``NOANSWER``.
+    Without a match, the whole output (stripped); an empty result is ``NOANSWER``.
     """
-    found = _ANSWER_IS.search(output)
+    found = _ANSWER_IS[rule].search(output)
     answer = found.group(1).strip() if found else output.strip()
     return answer or NO_ANSWER
 
 
+def bbh_exact_match(prediction: str, answer: str, rule: str = "whole") -> float:
+    """BBH exact match under ``rule`` (``protocol.Protocol.bbh_match``): ``whole``, against the gold
+    answer; ``characters``, what RWKU's ``eval_bbh.py`` computes, the best exact match over the items
+    of the answer field, i.e. over the characters of a string answer (0.0 for an empty answer, where
+    RWKU's ``max`` of nothing raises)."""
+    if rule == "whole":
+        return exact_match(prediction, answer)
+    return max((exact_match(prediction, ch) for ch in answer), default=0.0)
+
+
 def mc1_score(true_scores: Sequence[float], false_scores: Sequence[float]) -> float:
-    """1.0 when the best true choice has a strictly higher log-probability than every false choice."""
+    """1.0 when the first true choice has a strictly higher log-probability than every false choice
+    (RWKU's ``eval_truthfulqa.py``; TruthfulQA's ``mc1_targets`` hold exactly one true choice)."""
     if not false_scores:
         return 1.0
-    return float(max(true_scores) > max(false_scores))
+    return float(true_scores[0] > max(false_scores))
 
 
 def mc2_score(true_scores: Sequence[float], false_scores: Sequence[float]) -> float:
@@ -187,23 +193,37 @@ def mc2_score(true_scores: Sequence[float], false_scores: Sequence[float]) -> fl
     return sum(math.exp(s - top) for s in true_scores) / total
 
 
-_WORD = re.compile(
-    r"""(?ix)
-    \w+(?=n't\b)                 # "do" of "don't"
-  | n't\b
-  | \w+(?='(?:s|re|ve|ll|d|m)\b)  # "it" of "it's"
-  | '(?:s|re|ve|ll|d|m)\b
-  | \d+(?:[.,]\d+)+             # 3.14, 1,000
-  | \w+(?:[-']\w+)*             # words, hyphenated words, O'Neil
-  | \.\.\.
-  | [^\w\s]
-    """
-)
+_SENTENCES: list = []  # [(splitter, its name)], found once
+
+
+def _sentence_splitter():
+    """NLTK's Punkt sentence splitter for English when its data is installed, else an untrained one."""
+    if not _SENTENCES:
+        import nltk
+        from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+        try:
+            nltk.sent_tokenize("A test. Another one.")  # a LookupError when the Punkt data is absent
+            _SENTENCES.append((nltk.sent_tokenize, "nltk.word_tokenize"))
+        except LookupError:
+            _SENTENCES.append((PunktSentenceTokenizer().tokenize, "nltk treebank + untrained punkt"))
+    return _SENTENCES[0]
+
+
+def fluency_tokenizer_name() -> str:
+    """Which tokenizer ``word_tokenize`` uses here: ``nltk.word_tokenize`` or the untrained-Punkt fallback."""
+    return _sentence_splitter()[1]
 
 
 def word_tokenize(text: str) -> list[str]:
-    """Words for the fluency entropy: a Treebank-like regular expression (no download needed)."""
-    return _WORD.findall(text)
+    """Words for the fluency entropy: ``nltk.word_tokenize`` (RWKU's ``eval_fluency.py``), i.e. NLTK's
+    Treebank word tokenizer on each Punkt sentence; without the Punkt data, on the sentences of an
+    untrained Punkt splitter (no download ever)."""
+    from nltk.tokenize import NLTKWordTokenizer
+
+    split, _ = _sentence_splitter()
+    words = NLTKWordTokenizer()
+    return [token for sentence in split(text) for token in words.tokenize(sentence)]
 
 
 def ngram_entropy(tokens: Sequence[str], n: int) -> float:
@@ -262,20 +282,29 @@ def bbh_prompt(tokenizer, item: BBHItem, icu_target: str | None = None) -> str:
     return _after_template(chat_prompt(tokenizer, icu_prefix(user, icu_target)), "A:")
 
 
-def truthfulqa_prompt(tokenizer, item: TruthfulQAItem, icu_target: str | None = None) -> str:
-    user = TRUTHFULQA_PRIMER + "\n\nQ: " + item.question
+def truthfulqa_prompt(tokenizer, item: TruthfulQAItem, icu_target: str | None = None, primer: str | None = None) -> str:
+    """RWKU's ``eval_truthfulqa.py`` format (preset ``qa``): primer + ``\n\nQ: `` + question, then ``A:``
+    (``primer``: the protocol's, ``Protocol.primer``; default rwku's, TruthfulQA's QA primer)."""
+    user = (RWKU.primer if primer is None else primer) + "\n\nQ: " + item.question
     return _after_template(chat_prompt(tokenizer, icu_prefix(user, icu_target)), "A:")
 
 
-def triviaqa_prompt(tokenizer, item: TriviaQAItem, shots: Sequence[TriviaQAItem], icu_target: str | None = None) -> str:
-    examples = "".join(f"\nQ: {s.question}\nA: {s.answers[0]}" for s in shots)
+def triviaqa_prompt(tokenizer, item: TriviaQAItem, shots: Sequence[tuple[str, str]],
+                    icu_target: str | None = None) -> str:
+    """``shots``: (question, answer) pairs; with ``TRIVIAQA_FEW_SHOT`` the user message is exactly RWKU's
+    ``few_prompt + 'Q: {question}\\n'`` (``eval_triviaqa.py``)."""
+    examples = "".join(f"\nQ: {q}\nA: {a}" for q, a in shots)
     user = examples + "\nPlease briefly answer the following question:\nQ: " + item.question + "\n"
     return chat_prompt(tokenizer, icu_prefix(user, icu_target)) + "A:"
 
 
-def triviaqa_shots(items: Sequence[TriviaQAItem], index: int, n: int = 5) -> list[TriviaQAItem]:
-    """The few-shot examples for ``items[index]``: the first ``n`` other items of the set."""
-    return [it for j, it in enumerate(items) if j != index][:n]
+def triviaqa_shots(items: Sequence[TriviaQAItem], index: int, n: int = 5, rule: str = "items") -> list[tuple[str, str]]:
+    """The few-shot (question, answer) pairs for ``items[index]`` under ``rule``
+    (``Protocol.triviaqa_shots``): ``fixed``, RWKU's five (``TRIVIAQA_FEW_SHOT``); ``items``, the first
+    ``n`` other items of the set, each with its first alias."""
+    if rule == "fixed":
+        return list(TRIVIAQA_FEW_SHOT)
+    return [(it.question, it.answers[0]) for j, it in enumerate(items) if j != index][:n]
 
 
 def fluency_prompt(tokenizer, item: FluencyItem, icu_target: str | None = None) -> str:
@@ -469,16 +498,19 @@ def evaluate_mmlu(model, tokenizer, items: Sequence[MMLUItem], icu_target: str |
 
 
 def evaluate_bbh(model, tokenizer, items: Sequence[BBHItem], icu_target: str | None = None, batch_size: int = 16,
-                 max_new_tokens: int = 256, progress: str | None = None, stop_at_newline: bool = False):
-    """Rea: ``(records, {"Rea": exact match x100}, GenerationStats)``."""
+                 protocol: Protocol = RWKU, progress: str | None = None):
+    """Rea: ``(records, {"Rea": exact match x100}, GenerationStats)`` under ``protocol``'s length, stop,
+    extraction and match rules."""
     prompts = [bbh_prompt(tokenizer, it, icu_target) for it in items]
-    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              stop_at_newline=stop_at_newline, progress=progress, return_stats=True)
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=protocol.bbh_max_new_tokens,
+                              batch_size=batch_size, stop_at_newline=protocol.bbh_stop_at_newline,
+                              stop_tokens=protocol.bbh_stop_tokens, progress=progress, return_stats=True)
     records = []
     for item, output in zip(items, outputs):
-        prediction = extract_answer(output)
+        prediction = extract_answer(output, protocol.bbh_extraction)
         records.append({"task": item.task, "question": item.question, "answer": item.answer, "output": output,
-                        "prediction": prediction, "correct": bool(exact_match(prediction, item.answer))})
+                        "prediction": prediction,
+                        "correct": bool(bbh_exact_match(prediction, item.answer, protocol.bbh_match))})
     return records, {"Rea": _mean100([float(r["correct"]) for r in records])}, stats
 
 
@@ -489,9 +521,9 @@ def _split_targets(targets: dict) -> tuple[list[str], list[str]]:
 
 
 def evaluate_truthfulqa(model, tokenizer, items: Sequence[TruthfulQAItem], icu_target: str | None = None,
-                        batch_size: int = 16, progress: str | None = None):
-    """Tru: ``(records, {"Tru": MC1 x100, "Tru_MC2": MC2 x100})``."""
-    prompts = [truthfulqa_prompt(tokenizer, it, icu_target) for it in items]
+                        batch_size: int = 16, protocol: Protocol = RWKU, progress: str | None = None):
+    """Tru: ``(records, {"Tru": MC1 x100, "Tru_MC2": MC2 x100})`` with ``protocol``'s primer."""
+    prompts = [truthfulqa_prompt(tokenizer, it, icu_target, protocol.primer) for it in items]
     examples, where = [], []
     for i, item in enumerate(items):
         choices = list(dict.fromkeys(item.mc1_targets["choices"] + item.mc2_targets["choices"]))
@@ -516,13 +548,15 @@ def evaluate_truthfulqa(model, tokenizer, items: Sequence[TruthfulQAItem], icu_t
 
 
 def evaluate_triviaqa(model, tokenizer, items: Sequence[TriviaQAItem], icu_target: str | None = None,
-                      batch_size: int = 16, max_new_tokens: int = 30, shots: int = 5, stop_at_newline: bool = False,
-                      progress: str | None = None):
-    """Fac: ``(records, {"Fac": F1 x100, "Fac_EM": EM x100}, GenerationStats)``."""
+                      batch_size: int = 16, protocol: Protocol = RWKU, progress: str | None = None):
+    """Fac: ``(records, {"Fac": F1 x100, "Fac_EM": EM x100}, GenerationStats)`` with ``protocol``'s
+    few-shot examples, length and stop rule."""
     items = list(items)
-    prompts = [triviaqa_prompt(tokenizer, it, triviaqa_shots(items, i, shots), icu_target) for i, it in enumerate(items)]
-    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              stop_at_newline=stop_at_newline, progress=progress, return_stats=True)
+    prompts = [triviaqa_prompt(tokenizer, it, triviaqa_shots(items, i, rule=protocol.triviaqa_shots), icu_target)
+               for i, it in enumerate(items)]
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=protocol.triviaqa_max_new_tokens,
+                              batch_size=batch_size, stop_at_newline=protocol.triviaqa_stop_at_newline,
+                              stop_tokens=protocol.triviaqa_stop_tokens, progress=progress, return_stats=True)
     records = []
     for item, output in zip(items, outputs):
         records.append({"question": item.question, "answers": item.answers, "prediction": output,
@@ -533,28 +567,23 @@ def evaluate_triviaqa(model, tokenizer, items: Sequence[TriviaQAItem], icu_targe
 
 
 def evaluate_fluency(model, tokenizer, items: Sequence[FluencyItem], icu_target: str | None = None,
-                     batch_size: int = 16, max_new_tokens: int = 256, progress: str | None = None):
-    """Flu: ``(records, {"Flu": mean entropy x100}, GenerationStats)``."""
+                     batch_size: int = 16, protocol: Protocol = RWKU, progress: str | None = None):
+    """Flu: ``(records, {"Flu": mean entropy x100, "Flu_tokenizer": which NLTK tokenizer ran}, GenerationStats)``."""
     prompts = [fluency_prompt(tokenizer, it, icu_target) for it in items]
-    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              stop_at_newline=False, progress=progress, return_stats=True)
+    outputs, stats = generate(model, tokenizer, prompts, max_new_tokens=protocol.fluency_max_new_tokens,
+                              batch_size=batch_size, stop_at_newline=False, stop_tokens=protocol.fluency_stop_tokens,
+                              progress=progress, return_stats=True)
     records = [{"instruction": it.instruction, "generation": out, "entropy": fluency_entropy(out)}
                for it, out in zip(items, outputs)]
-    return records, {"Flu": _mean100([r["entropy"] for r in records])}, stats
+    return records, {"Flu": _mean100([r["entropy"] for r in records]), "Flu_tokenizer": fluency_tokenizer_name()}, stats
 
 
 @dataclass
 class UtilitySettings:
-    """Generation lengths, batch size and Gen's format (RWKU: letters; 256 tokens for Rea and Flu, 30 for Fac)."""
+    """The batch size, and the protocol whose rules and token limits the five metrics follow."""
 
     batch_size: int = 32
-    mmlu_format: str = "letter"
-    bbh_max_new_tokens: int = 256
-    bbh_stop_at_newline: bool = False
-    triviaqa_max_new_tokens: int = 30
-    triviaqa_shots: int = 5
-    triviaqa_stop_at_newline: bool = False
-    fluency_max_new_tokens: int = 256
+    protocol: Protocol = RWKU
 
 
 def evaluate_utility(model, tokenizer, utility: UtilitySet, icu_target: str | None = None,
@@ -570,26 +599,25 @@ def evaluate_utility(model, tokenizer, utility: UtilitySet, icu_target: str | No
 
     if utility.mmlu:
         records["mmlu"], m = evaluate_mmlu(model, tokenizer, utility.mmlu, icu_target, s.batch_size, desc("Gen"),
-                                           s.mmlu_format)
+                                           s.protocol.mmlu_format)
         metrics.update(m)
     if utility.bbh:
-        records["bbh"], m, st = evaluate_bbh(model, tokenizer, utility.bbh, icu_target, s.batch_size,
-                                             s.bbh_max_new_tokens, desc("Rea"), s.bbh_stop_at_newline)
+        records["bbh"], m, st = evaluate_bbh(model, tokenizer, utility.bbh, icu_target, s.batch_size, s.protocol,
+                                             desc("Rea"))
         metrics.update(m)
         stats = stats + st
     if utility.truthfulqa:
         records["truthfulqa"], m = evaluate_truthfulqa(model, tokenizer, utility.truthfulqa, icu_target, s.batch_size,
-                                                       desc("Tru"))
+                                                       s.protocol, desc("Tru"))
         metrics.update(m)
     if utility.triviaqa:
-        records["triviaqa"], m, st = evaluate_triviaqa(
-            model, tokenizer, utility.triviaqa, icu_target, s.batch_size, s.triviaqa_max_new_tokens,
-            s.triviaqa_shots, s.triviaqa_stop_at_newline, desc("Fac"))
+        records["triviaqa"], m, st = evaluate_triviaqa(model, tokenizer, utility.triviaqa, icu_target, s.batch_size,
+                                                       s.protocol, desc("Fac"))
         metrics.update(m)
         stats = stats + st
     if utility.fluency:
         records["fluency"], m, st = evaluate_fluency(model, tokenizer, utility.fluency, icu_target, s.batch_size,
-                                                     s.fluency_max_new_tokens, desc("Flu"))
+                                                     s.protocol, desc("Flu"))
         metrics.update(m)
         stats = stats + st
     return records, metrics, stats

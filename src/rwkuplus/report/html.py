@@ -257,6 +257,7 @@ def _run_info(run: Run, summary: Mapping) -> str:
     if not date and stamps:
         date = _dt.datetime.fromtimestamp(max(stamps), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     items = [("Benchmark", describe_benchmark(summary.get("benchmark"))), ("Model", summary.get("model") or "?"),
+             ("Evaluation protocol", summary.get("protocol") or "not recorded"),
              ("Date of results", date or "?"),
              ("Units", f"{summary['n_ok']} finished, {summary['n_failed']} failed"
               + (f", {summary['n_pending']} unfinished" if summary.get("n_pending") else "")),
@@ -264,7 +265,7 @@ def _run_info(run: Run, summary: Mapping) -> str:
     config = summary.get("config")
     if isinstance(config, dict):
         for key, value in config.items():
-            if key in ("benchmark", "model"):
+            if key in ("benchmark", "model", "protocol"):
                 continue
             if isinstance(value, (str, int, float, bool)) or value is None:
                 items.append((str(key), str(value)))

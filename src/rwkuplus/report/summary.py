@@ -35,6 +35,8 @@ summary.json (stable format, version 1)
       "format": "rwkuplus-summary", "version": 1,
       "benchmark": {"kind": "world" | "rwku", "path": ..., "revision": ...},   # from run.json
       "model": "<model spec>",                                                # from run.json
+      "protocol": "world" | "rwku" | "rwku,bbh_match=whole" | null,          # the evaluation protocol
+                                                 # (run.json; else the units' result.json; null when unrecorded)
       "config": {...},                           # config.yaml as loaded (null when absent)
       "columns": ["Forget FB", ..., "Wall time (s)"],   # the table's metric columns, in order
       "n_units": 12, "n_ok": 11, "n_failed": 1, "n_pending": 0,
@@ -137,6 +139,7 @@ class UnitResult:
     costs: dict[str, Any] = field(default_factory=dict)
     trajectory: list[dict] = field(default_factory=list)
     diagnostics: list[dict] = field(default_factory=list)
+    protocol: str | None = None  # the evaluation protocol its result names
 
     @property
     def ok(self) -> bool:
@@ -225,6 +228,7 @@ def read_unit(folder: Path) -> UnitResult:
         target=_optional_str(unit, "target", path), seed=seed, corpus=_optional_str(unit, "corpus", path),
         status=status, reason=reason, metrics=metrics, costs=_dict_field(obj, "costs", path),
         trajectory=_list_of_dicts(obj, "trajectory", path), diagnostics=_list_of_dicts(obj, "diagnostics", path),
+        protocol=_optional_str(obj, "protocol", path),
     )
 
 
@@ -421,12 +425,21 @@ def summarize_run(run: Run) -> dict:
               for u in run.units if not u.ok]
     return {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
-        "benchmark": run.benchmark, "model": run.model, "config": run.config,
+        "benchmark": run.benchmark, "model": run.model, "protocol": run_protocol(run), "config": run.config,
         "columns": table_columns(rows),
         "n_units": len(run.units), "n_ok": sum(u.ok for u in run.units), "n_failed": len(failed),
         "n_pending": len(run.pending),
         "rows": rows, "failed": failed, "pending": list(run.pending),
     }
+
+
+def run_protocol(run: Run) -> str | None:
+    """The evaluation protocol of a run: run.json's, else the one its units' results name (None when
+    unrecorded, or when units name different ones)."""
+    if isinstance(run.info.get("protocol"), str):
+        return run.info["protocol"]
+    names = {u.protocol for u in run.units} - {None}
+    return names.pop() if len(names) == 1 else None
 
 
 def summarize(run_dir: str | Path) -> dict:
@@ -478,6 +491,7 @@ def to_markdown(summary: dict) -> str:
     lines = [
         "# RWKU+ summary", "",
         f"Benchmark: {describe_benchmark(summary.get('benchmark'))}. Model: {summary.get('model') or '?'}. "
+        f"Evaluation protocol: {summary.get('protocol') or 'not recorded'}. "
         f"Units: {summary['n_ok']} ok, {summary['n_failed']} failed"
         + (f", {summary['n_pending']} unfinished" if summary.get("n_pending") else "") + ".",
         "",
