@@ -48,7 +48,7 @@ import yaml
 from .errors import UserError
 
 DEFAULT_METHODS = ("before", "icu", "ga", "gd", "npo", "rt", "cft-sft:conflicting", "cft-sft:consistent",
-                   "cft-dpo", "altpo")
+                   "cft-dpo", "altpo", "rmu")
 QUICK_METHODS = ("before", "ga", "cft-sft:conflicting", "cft-sft:consistent")
 EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination")
 TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "warmup_steps", "schedule",

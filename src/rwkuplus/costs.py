@@ -9,13 +9,18 @@
 - ``forward_passes`` / ``backward_passes``: batches through the trained model.
 - ``reference_passes`` / ``reference_tokens``: forward-only batches (and their non-padding tokens)
   through a frozen reference model (NPO, DPO, KL terms).
+- ``gradient_passes`` / ``gradient_tokens`` / ``gradient_seconds``: the extra per-example-gradient
+  passes of gradient-level methods (``cft-pcgrad``, ``cft-gru``: the Gram engine's forward and
+  backward to the activations, no weight gradient); their seconds are part of ``wall_seconds``.
 - ``wall_seconds``: elapsed time; ``peak_memory_bytes``: peak resident memory of the process on the
   CPU; ``peak_gpu_memory_bytes``: ``torch.cuda.max_memory_allocated`` where there is a GPU.
 - ``n_parameters``: N, the parameter count of the model (``models.parameter_count``);
   ``generator_parameters``: the corpus generator's N when it is another model (default: N).
 
-``estimated_flops = 2 N_gen T_generated + 6 N T_trained + 2 N T_reference`` (the usual
-2N-per-token forward, 6N-per-token forward + backward approximation; attention is ignored).
+``estimated_flops = 2 N_gen T_generated + 6 N T_trained + 2 N T_reference + 4 N T_gradient`` (the
+usual 2N-per-token forward, 6N-per-token forward + backward approximation; a gradient pass is a
+forward and a backward to the activations only, 2N + 2N per token; attention and the Gram
+kernels are ignored, so the measured wall time is the fairer price of those passes).
 
 Memory. ``resource.getrusage(...).ru_maxrss`` is the peak of the whole process since it started and
 cannot be reset, so after a first method it only says "at least this much so far". ``ResourceMeter``
@@ -49,6 +54,9 @@ class Costs:
     backward_passes: int = 0
     reference_passes: int = 0
     reference_tokens: int = 0
+    gradient_passes: int = 0
+    gradient_tokens: int = 0
+    gradient_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_memory_bytes: int | None = None
     peak_gpu_memory_bytes: int | None = None
@@ -57,11 +65,11 @@ class Costs:
 
     @property
     def estimated_flops(self) -> float:
-        """2 N_gen T_generated + 6 N T_trained + 2 N T_reference."""
+        """2 N_gen T_generated + 6 N T_trained + 2 N T_reference + 4 N T_gradient."""
         n = self.n_parameters
         n_gen = self.generator_parameters if self.generator_parameters is not None else n
         return (2.0 * n_gen * self.corpus_tokens_generated + 6.0 * n * self.tokens_trained
-                + 2.0 * n * self.reference_tokens)
+                + 2.0 * n * self.reference_tokens + 4.0 * n * self.gradient_tokens)
 
     def to_json(self) -> dict:
         return {**asdict(self), "estimated_flops": self.estimated_flops}
@@ -112,6 +120,9 @@ class Costs:
             backward_passes=int(train_cost.backward_passes),
             reference_passes=int(train_cost.reference_forward_passes),
             reference_tokens=int(train_cost.reference_tokens),
+            gradient_passes=int(getattr(train_cost, "gradient_passes", 0)),
+            gradient_tokens=int(getattr(train_cost, "gradient_tokens", 0)),
+            gradient_seconds=float(getattr(train_cost, "gradient_seconds", 0.0)),
             wall_seconds=float(train_cost.wall_time_s),
             peak_memory_bytes=int(rss * mib) if rss else None,
             peak_gpu_memory_bytes=int(gpu * mib) if gpu is not None else None,

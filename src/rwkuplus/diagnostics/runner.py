@@ -153,7 +153,12 @@ def attribute_items(benchmark: Benchmark, target: TargetData, corpus: str, varia
         raise UserError(f"--targets: {target.name!r} is not a person of this world.") from None
     if corpus == "counterfactual":
         cf = world.counterfactuals[target.name]
-        profiles = cf.conflicting if variant == "conflicting" else [cf.consistent] * len(cf.conflicting)
+        if variant == "filtered":  # the kept samples' profiles, cycled to the corpus's size
+            from ..benchmark.consistency import kept_profiles
+
+            profiles = kept_profiles(world, target.name, len(cf.conflicting))
+        else:
+            profiles = cf.conflicting if variant == "conflicting" else [cf.consistent] * len(cf.conflicting)
     elif corpus == "forget":
         profiles = [dict(person.values)] * world.config.n_counterfactual
     else:

@@ -32,9 +32,14 @@ DEFAULT_MODEL_SETTINGS: dict[str, tuple[float, float, int]] = {
     "simnpo": (1e-4, 1e-3, 4),
     "rt": (1e-4, 1e-3, 4),
     "cft-sft": (1e-4, 1e-3, 4),
+    # CFT-SFT's remedies (issue 18) take CFT-SFT's rate, so that only the remedy differs (not swept).
+    "cft-pcgrad": (1e-4, 1e-3, 4),
+    "cft-gru": (1e-4, 1e-3, 4),
+    "cft-honest": (1e-4, 1e-3, 4),
     "cft-dpo": (1e-5, 1e-4, 4),
     "altpo": (3e-5, 3e-4, 4),
     "sft": (1e-4, 1e-3, 4),
+    "rmu": (5e-3, 1e-3, 4),  # only three layers' mlp.down_proj train (methods/rmu.py); not swept
     "icu": (1e-4, 1e-3, 4),  # never trains; kept so every method has an entry
 }
 
@@ -43,11 +48,12 @@ RWKU_LLAMA3_SETTINGS: dict[str, tuple[float, float, int]] = {
     "npo": (2e-6, 5e-5, 16),
     "cft-dpo": (5e-6, 6e-5, 8),
     "rt": (4e-7, 3e-5, 8),
+    "rmu": (5e-5, 1e-4, 4),  # not RWKU's (it did not run RMU): WMDP's Zephyr-7B setting, lr 5e-5, batch 4
 }
 RWKU_FAMILY = {
     "ga": "ga", "gd": "ga", "ga-kl": "ga", "npo": "npo", "npo-gd": "npo", "npo-kl": "npo",
     "simnpo": "npo", "rt": "rt", "cft-sft": "rt", "cft-dpo": "cft-dpo", "altpo": "cft-dpo", "sft": "rt",
-    "icu": "ga",
+    "icu": "ga", "rmu": "rmu", "cft-pcgrad": "rt", "cft-gru": "rt", "cft-honest": "rt",
 }
 
 

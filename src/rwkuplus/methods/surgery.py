@@ -83,10 +83,10 @@ def retain_projection(g_ff: float, g_fr: float, g_rr: float) -> float:
 
 def _gram(method, model, parts: list[tuple[str, dict, int]], project: int | None, seed: int, cost) -> torch.Tensor:
     """The Gram of the items of ``parts`` ((corpus, encoded batch, rows per item)) under the method's
-    own per-item loss of each corpus, over the trainable parameters; charged to ``cost``."""
+    own per-item loss of each corpus (its parts unweighted), over the trainable parameters; charged
+    to ``cost``."""
     from ..diagnostics.gradients import LossPart, gradient_gram
     from ..diagnostics.params import select_parameters
-    from ..diagnostics.runner import method_loss
 
     started = time.perf_counter()
     inner = unwrap(model)
@@ -95,10 +95,10 @@ def _gram(method, model, parts: list[tuple[str, dict, int]], project: int | None
         method._pset, method._pset_key = select_parameters(inner, "trainable"), key
     loss_parts = []
     for corpus, enc, group in parts:
-        per_item = method_loss(method, corpus)
-        if group > 1:  # one item = the whole batch: its loss is the batch mean
-            def per_item(m, b, _items=per_item):
-                return _items(m, b).mean().reshape(1)
+        def per_item(m, b, _corpus=corpus, _group=group):
+            # The UNWEIGHTED part(s) of this corpus (the weights enter through the returned loss).
+            losses = sum(method.loss_parts(m, {_corpus: b}).values())
+            return losses.mean().reshape(1) if _group > 1 else losses  # group > 1: one item = the batch mean
         loss_parts.append(LossPart(enc, per_item, group_size=group))
     result = gradient_gram(inner, loss_parts, method._pset, project=project, seed=seed,
                            batch_size=sum(p.n for p in loss_parts))
