@@ -184,15 +184,15 @@ def compare_parts(model, tokenizer, target, settings, n):
         gen_part("probes (generation)", [probe_prompt(tokenizer, p) for p in probes], settings.probe_max_new_tokens, True)
     if u.bbh:
         gen_part("Rea (generation)", [U.bbh_prompt(tokenizer, it) for it in u.bbh[:n]],
-                 settings.utility.bbh_max_new_tokens, settings.utility.bbh_stop_at_newline)
+                 settings.protocol.bbh_max_new_tokens, settings.protocol.bbh_stop_at_newline)
     if u.triviaqa:
         items = list(u.triviaqa)
         gen_part("Fac (generation)", [U.triviaqa_prompt(tokenizer, it, U.triviaqa_shots(items, i)) for i, it in
-                                      enumerate(items[:n])], settings.utility.triviaqa_max_new_tokens,
-                 settings.utility.triviaqa_stop_at_newline)
+                                      enumerate(items[:n])], settings.protocol.triviaqa_max_new_tokens,
+                 settings.protocol.triviaqa_stop_at_newline)
     if u.fluency:
         gen_part("Flu (generation)", [U.fluency_prompt(tokenizer, it) for it in u.fluency[:n]],
-                 settings.utility.fluency_max_new_tokens, False)
+                 settings.protocol.fluency_max_new_tokens, False)
 
     texts = [t.text for t in (target.forget_mia + target.retain_mia)][:n]
     if texts:
@@ -202,7 +202,7 @@ def compare_parts(model, tokenizer, target, settings, n):
                     if a[k] is not None)
         rows.append(("MIA (scoring)", len(texts), t_ours, t_ref, f"max difference {worst:.1e}", worst < 1e-4))
 
-    if u.mmlu and settings.utility.mmlu_format == "choice":
+    if u.mmlu and settings.protocol.mmlu_format == "choice":
         items = u.mmlu[:n]
         examples = [TrainExample(U.mmlu_choice_prompt(tokenizer, it), " " + c) for it in items for c in it.choices]
         ours, t_ours = timed(lambda: U.score_continuations(model, tokenizer, examples, batch_size=bs))
@@ -263,7 +263,6 @@ def main(argv=None) -> int:
     bench = load_benchmark(args.benchmark)
     world = (bench.source or {}).get("kind") == "world"
     settings = EvalSettings.world_defaults(batch_size=args.batch_size) if world else EvalSettings(batch_size=args.batch_size)
-    settings.utility.batch_size = args.batch_size
     print(f"model {spec.spec} ({spec.fingerprint}); benchmark {args.benchmark}: {len(bench.targets)} targets; "
           f"torch threads {torch.get_num_threads()}")
 
