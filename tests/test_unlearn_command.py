@@ -128,11 +128,14 @@ def test_default_model_is_the_subject_model(monkeypatch, tmp_path):
     from rwkuplus import subject
     from rwkuplus.commands.unlearn import resolve_model_spec
 
-    world = Benchmark("world", [], source={"kind": "world"})
-    monkeypatch.setattr(subject, "subject_model_dir", lambda model, world_config: None)
+    from rwkuplus.benchmark.world import WorldConfig
+
+    # The world's configuration comes from the benchmark itself (its world.json), not from the spec.
+    world = Benchmark("world", [], source={"kind": "world", "world_config": WorldConfig(seed=3).to_json()})
+    monkeypatch.setattr(subject, "subject_model_dir", lambda model, world_config, **_: None)
     with pytest.raises(UserError, match="subject model is not built yet.*rwkuplus subject --world-seed 3"):
         resolve_model_spec(Namespace(model=None, benchmark="world:3"), world)
-    monkeypatch.setattr(subject, "subject_model_dir", lambda model, world_config: tmp_path / str(world_config.seed))
+    monkeypatch.setattr(subject, "subject_model_dir", lambda model, world_config, **_: tmp_path / str(world_config.seed))
     assert resolve_model_spec(Namespace(model=None, benchmark="world:3"), world) == str(tmp_path / "3")
     assert resolve_model_spec(Namespace(model="some/model", benchmark="world"), world) == "some/model"
     assert resolve_model_spec(Namespace(model=None, benchmark="rwku:x"),

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .integrity import check_folder, write_manifest
 from .paths import home
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -134,7 +135,10 @@ def default_model_folder() -> Path:
     gguf = _gguf_path()
     folder = home() / "models" / DEFAULT_MODEL
     if (folder / "converted.json").exists():
-        return folder
+        problem = check_folder(folder)
+        if problem is None:
+            return folder
+        log.warning("the converted default model in %s is damaged (%s); converting it again.", folder, problem)
     log.info("Converting %s to safetensors in %s (once).", gguf.name, folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -148,6 +152,7 @@ def default_model_folder() -> Path:
     model.is_quantized = False
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    write_manifest(tmp)  # sizes and checksums, checked when the folder is read
     (tmp / "converted.json").write_text(
         json.dumps({"source": str(gguf), "size": gguf.stat().st_size}, indent=2) + "\n"
     )
@@ -169,6 +174,11 @@ def resolve_model(spec: str) -> ModelSpec:
             raise UserError(f"--model {spec}: the folder has no config.json.")
         if not _weights_in(path):
             raise UserError(f"--model {spec}: the folder has no *.safetensors weights.")
+        problem = check_folder(path)
+        if problem is not None:
+            remedy = ("rebuild it with 'rwkuplus subject --force'" if (path / "subject.json").is_file()
+                      else "save or copy the model again")
+            raise UserError(f"--model {spec}: the model is damaged ({problem}); {remedy}.")
         return ModelSpec(spec, str(path.resolve()), True, f"local:{_folder_fingerprint(path)}")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelSpec(spec, spec, False, f"hub:{spec}")
@@ -255,6 +265,7 @@ def save_model(model, tokenizer, out: str | os.PathLike) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    write_manifest(out)  # sizes and checksums, checked when the folder is read (integrity.check_folder)
 
 
 def parameter_count(model) -> int:

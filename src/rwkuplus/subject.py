@@ -33,6 +33,7 @@ from .benchmark.world import (
 )
 from .fileio import read_json, write_json
 from .models import DEFAULT_MODEL, LoraSettings, dtype_name, load_model, resolve_model, save_model
+from .integrity import check_folder
 from .paths import home
 from .progress import activity
 
@@ -100,7 +101,10 @@ def ensure_subject(model: str = DEFAULT_MODEL, world_config: WorldConfig | None 
     settings = settings or InjectionSettings()
     existing = subject_model_dir(model, world_config, settings, dtype)
     if existing is not None:
-        return existing
+        problem = check_folder(existing)  # sizes and headers: a damaged cache is rebuilt, not loaded
+        if problem is None:
+            return existing
+        _say(True, f"The cached subject model in {existing} is damaged ({problem}); building it again.")
     folder = home() / "subjects" / subject_key(model, world_config, settings, dtype)
     build_subject(model, world_config, settings, folder, progress=progress, dtype=dtype)
     return folder

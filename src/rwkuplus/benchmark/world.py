@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import read_json, write_text
+from ..integrity import check_folder, write_manifest
 from ..paths import home
 from .names import CITIES, PROFESSIONS, NameAllocator, article, rng
 from .records import (
@@ -976,6 +977,7 @@ def write_world(world: World, out_dir: str | os.PathLike, utility: UtilitySet | 
         write_text(tmp / "retain.json", _dumps(_records(retain_corpus(world))))
         write_text(tmp / "hallucination.json", _dumps(_records(hallucination_probes(world))))
         write_text(tmp / "corpus_stats.json", _dumps(corpus_stats(world)))
+        write_manifest(tmp)  # sizes and checksums, checked when the cached world is read
         _usual_permissions(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -1001,7 +1003,10 @@ def default_world_dir(config: WorldConfig | None = None) -> Path:
     utility = _packaged_utility()
     folder = home() / "worlds" / f"{config.fingerprint()}-{_utility_digest(utility)}"
     if (folder / "world.json").exists():
-        return folder
+        problem = check_folder(folder)
+        if problem is None:
+            return folder
+        log.warning("the cached world in %s is damaged (%s); writing it again.", folder, problem)
     try:
         write_world(generate_world(config), folder, utility)
     except OSError:

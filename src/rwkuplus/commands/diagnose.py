@@ -21,7 +21,8 @@ def add_arguments(parser) -> None:
     from ..diagnostics.params import PARAMS_HELP
     from ..diagnostics.runner import UNITS
 
-    parser.add_argument("--model", help="model spec (default on the world: the subject model, once built)")
+    parser.add_argument("--model", help="model spec (default: on a world its subject model, once built; "
+                                        "otherwise the packaged default)")
     parser.add_argument("--adapter", help="a saved LoRA adapter folder to apply to the model")
     parser.add_argument("--benchmark", default="world", help="world, world:SEED, rwku:DIR or DIR (default: world)")
     parser.add_argument("--targets", nargs="+", metavar="NAME", help="diagnose only these targets (default: all)")
@@ -59,25 +60,12 @@ def _check(args) -> None:
         raise UserError(f"--project: expected at least 8 dimensions, got {args.project}.")
 
 
-def _default_model(benchmark) -> str:
-    if (benchmark.source or {}).get("kind") == "world":
-        try:
-            from ..subject import subject_model_dir
-        except ImportError:  # pragma: no cover - the subject module is part of the package
-            subject_model_dir = None
-        folder = subject_model_dir(dtype=args.dtype) if subject_model_dir else None
-        if folder is not None:
-            return str(folder)
-        raise UserError("--model: no subject model has been built for the default world yet "
-                        "(run 'rwkuplus subject' first, or pass --model).")
-    raise UserError("--model: required for this benchmark (a model spec: a folder or a hub id).")
-
-
 def run(args) -> int:
     from ..benchmark.rwku import load_benchmark
     from ..diagnostics.params import select_parameters
     from ..diagnostics.runner import (diagnose_target, diagnostic_data, headline, make_reference,
                                       target_folder)
+    from ..default_model import default_model
     from ..fileio import ensure_dir, write_json
     from ..methods.base import make_method, method_class
     from ..models import load_model
@@ -89,7 +77,7 @@ def run(args) -> int:
         raise UserError(f"--corpus: the method {cls.name} does not train on a counterfactual corpus.")
     method = make_method(args.method, **({"corpus": args.corpus} if args.corpus else {}))
     benchmark = load_benchmark(args.benchmark, targets=args.targets)
-    model_spec = args.model or _default_model(benchmark)
+    model_spec = default_model(benchmark, args.model, args.dtype)
     model, tokenizer, spec = load_model(model_spec, dtype=args.dtype, device=args.device, adapter=args.adapter)
     pset = select_parameters(model, args.params)
     reference = make_reference(method, model)

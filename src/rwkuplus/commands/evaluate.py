@@ -22,7 +22,8 @@ DESCRIPTION = (
 def add_arguments(parser) -> None:
     from ..models import DEFAULT_MODEL
 
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec: {DEFAULT_MODEL}, a folder or a hub id")
+    parser.add_argument("--model", help=f"model spec: {DEFAULT_MODEL}, a folder or a hub id (default: on a world "
+                                        f"its subject model, otherwise {DEFAULT_MODEL})")
     parser.add_argument("--adapter", help="a saved LoRA adapter folder to apply to the model")
     parser.add_argument("--benchmark", default="world", help="world, world:SEED, rwku:DIR or DIR (default: world)")
     parser.add_argument("--targets", metavar="SELECTION",
@@ -80,6 +81,7 @@ def _positive(value: int | None, option: str) -> None:
 
 def run(args) -> int:
     from ..evaluation.runner import EvalSettings, evaluate_model, format_table, parse_parts
+    from ..default_model import default_model
     from ..fileio import ensure_dir
     from ..models import load_model
 
@@ -97,7 +99,8 @@ def run(args) -> int:
     if lengths:
         protocol = protocol.replace(**lengths)  # recorded: rwku,bbh_max_new_tokens=...
     settings = EvalSettings(batch_size=args.batch_size, protocol=protocol)
-    model, tokenizer, spec = load_model(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    model_spec = default_model(benchmark, args.model, args.dtype)
+    model, tokenizer, spec = load_model(model_spec, dtype=args.dtype, device=args.device, adapter=args.adapter)
     model_info = {"spec": spec.spec, "path": spec.path, "fingerprint": spec.fingerprint, "adapter": args.adapter,
                   "adapter_fingerprint": _adapter_fingerprint(args.adapter), "dtype": str(next(model.parameters()).dtype)}
     # The loader has already selected the targets.

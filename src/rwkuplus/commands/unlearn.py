@@ -112,22 +112,10 @@ def build_settings(args, method):
 
 
 def resolve_model_spec(args, benchmark) -> str:
-    """--model, else the world's subject model (built by 'rwkuplus subject'), else the packaged default."""
-    from ..models import DEFAULT_MODEL
+    """--model, else the one default rule (``rwkuplus.default_model``): on a world its subject model."""
+    from ..default_model import default_model
 
-    if args.model:
-        return args.model
-    if (benchmark.source or {}).get("kind") != "world":
-        return DEFAULT_MODEL
-    from ..benchmark.world import WorldConfig
-    from ..subject import subject_model_dir
-
-    seed = int(args.benchmark.split(":", 1)[1]) if args.benchmark.startswith("world:") else 0
-    folder = subject_model_dir(DEFAULT_MODEL, WorldConfig(seed=seed), dtype=args.dtype)
-    if folder is None:
-        raise UserError("--model: the world's subject model is not built yet; build it with 'rwkuplus subject"
-                        + (f" --world-seed {seed}" if seed else "") + "' (or 'rwkuplus run'), or give --model.")
-    return str(folder)
+    return default_model(benchmark, args.model, getattr(args, "dtype", "auto"))
 
 
 def unit_name(index: int | None, name: str) -> str:
