@@ -216,11 +216,6 @@ class Method:
         few layers' MLP); every parameter by default. LoRA adapters ignore it."""
         return True
 
-    def trainable_parameter(self, name: str) -> bool:
-        """Whether the loop may train the parameter ``name`` in full and layers modes (RMU trains only a
-        few layers' MLP); every parameter by default. LoRA adapters ignore it."""
-        return True
-
     def forward(self, model, batch: dict[str, dict], reference: Reference | None) -> MethodOutput:
         raise NotImplementedError
 
@@ -364,7 +359,6 @@ def _load_all() -> None:
     from . import surgery  # noqa: F401
     from . import honesty  # noqa: F401
     from . import preference  # noqa: F401
-    from . import rmu  # noqa: F401
     from . import rmu  # noqa: F401
     from . import sft  # noqa: F401
 
