@@ -1,0 +1,28 @@
+"""The prepared GPU check runs before a GPU exists: its CPU smoke mode, end to end on a tiny model."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_smoke_mode_prints_its_table(tmp_path, capsys):
+    gpu_check = _load("gpu_check")
+    out = tmp_path / "gpu.json"
+    assert gpu_check.main(["--smoke", "--items", "2", "--steps", "2", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    for row in ("training step", "evaluation, first 2 items per part", "whole evaluation", "rwkuplus run --quick",
+                "peak GPU memory"):
+        assert row in table, row
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True and result["quick_run"]["exit"] == 0 and result["quick_run"]["units_ok"] == 3
+    assert result["train"]["seconds_per_step"] > 0 and result["evaluate"]["all_agree"] is True
+    assert result["evaluate"]["whole_records"] > 0
