@@ -173,6 +173,9 @@ def test_end_to_end_on_the_tiny_model(tiny):
     assert metrics["n_nonexistent"] == len(H.NONEXISTENT_TEMPLATES)
     for name, (kind, grades) in H.RATES.items():
         group = [r for r in records if r["kind"] == kind]
+        if not group:  # related and unrelated questions were not asked
+            assert name not in metrics and kind in ("related", "unrelated")
+            continue
         assert metrics[name] == pytest.approx(sum(r["grade"] in grades for r in group) / len(group))
     again, _ = H.evaluate_hallucination(model, tokenizer, bench, ["Stephen King"], **kwargs)
     assert again == records
@@ -285,3 +288,67 @@ def test_generated_people_avoid_rwku_200_targets(monkeypatch):
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     assert all(matcher.abstains(line) for line in lines)
     assert matcher.n_phrases >= len(set(lines))
+
+
+# --------------------------------------------------------------------------- spillover by domain
+
+def test_related_and_unrelated_items():
+    bench = rwku_like_benchmark()
+    bench.targets[0].neighbor_probes.append(Probe("Carrie Road was written in ___.", "1974", "1", "cloze",
+                                                  "Stephen King", "Carrie Road"))
+    items = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=0, n_unrelated=24, related=True)
+    related = [i for i in items if i.kind == "related"]
+    # the neighbor QA probe only (not the cloze one), asked with RWKU's probe prompt
+    assert [(i.question, i.gold, i.source) for i in related] == [
+        ("Who wrote the novel Carrie Road?", ["Carrie"], "neighbor")]
+    assert related[0].probe is bench.targets[0].neighbor_probes[0]
+    unrelated = [i for i in items if i.kind == "unrelated"]
+    assert len(unrelated) == 24 and all(i.gold and i.source == "general" for i in unrelated)
+    assert len({i.subject for i in unrelated}) >= 10  # spread over the subjects
+    assert len(H.general_knowledge()) == len(H.general_knowledge(None)) >= 400
+    # off by default: the suite's items are unchanged
+    plain = H.hallucination_items(bench, ["Stephen King"], n_nonexistent=0)
+    assert not [i for i in plain if i.kind in ("related", "unrelated")]
+
+
+def _records(domain_kind, grades, prefix):
+    return [{"id": f"{prefix}{i}", "kind": domain_kind, "grade": g} for i, g in enumerate(grades)]
+
+
+def test_domain_spillover_known_values():
+    before = (_records("answerable", ["correct", "correct", "incorrect", "abstained"], "s")
+              + _records("related", ["correct"] * 4, "r")
+              + _records("unrelated", ["correct", "correct", "incorrect", "abstained", "correct"], "u")
+              + _records("nonexistent", ["abstained", "abstained", "incorrect", "abstained"], "n"))
+    after = (_records("answerable", ["incorrect", "correct", "incorrect", "incorrect"], "s")
+             + _records("related", ["correct", "abstained", "incorrect", "correct"], "r")
+             + _records("unrelated", ["incorrect", "abstained", "correct", "incorrect", "correct"], "u")
+             + _records("nonexistent", ["incorrect", "abstained", "incorrect", "abstained"], "n"))
+    s = H.domain_spillover(after, before, n_boot=500)
+    assert set(s) == {"same", "related", "unrelated", "nonexistent"}
+    same = s["same"]
+    assert (same["n"], same["hr"], same["before_hr"], same["dHR"]) == (4, 0.75, 0.25, 0.5)
+    assert same["accuracy"] == 0.25 and same["abstention"] == 0.0 and same["before_abstention"] == 0.25
+    assert 0.0 <= same["low"] <= 0.5 <= same["high"] <= 1.0
+    rel = s["related"]
+    assert (rel["hr"], rel["abstention"], rel["accuracy"], rel["dHR"]) == (0.25, 0.25, 0.5, 0.25)
+    # unrelated: only u0, u1 and u4 count (Before answered them correctly)
+    un = s["unrelated"]
+    assert un["n"] == 3 and sorted(un["items"]) == ["u0", "u1", "u4"]
+    assert un["before_accuracy"] == 1.0 and un["before_hr"] == 0.0
+    assert un["hr"] == pytest.approx(1 / 3) and un["abstention"] == pytest.approx(1 / 3)
+    assert un["dHR"] == pytest.approx(1 / 3)
+    # nonexistent people: HR is the fabrication rate, accuracy is undefined
+    ne = s["nonexistent"]
+    assert ne["accuracy"] is None and ne["hr"] == 0.5 and ne["before_hr"] == 0.25 and ne["dHR"] == 0.25
+    # identical models: zero change, zero-width interval
+    same_model = H.domain_spillover(before, before, n_boot=200)
+    assert all(d["dHR"] == 0 and d["low"] == 0 and d["high"] == 0 for d in same_model.values())
+
+
+def test_domain_spillover_needs_paired_known_items():
+    before = _records("unrelated", ["incorrect", "abstained"], "u")
+    after = _records("unrelated", ["correct", "correct"], "u")
+    assert H.domain_spillover(after, before) == {}  # Before knew none of them
+    # items only one side answered are not paired
+    assert H.domain_spillover(_records("answerable", ["correct"], "x"), _records("answerable", ["correct"], "y")) == {}

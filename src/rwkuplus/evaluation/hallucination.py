@@ -18,6 +18,21 @@ most 30 new tokens, stopping at a newline) and graded ``correct`` / ``incorrect`
 - ``forget``: the forget probes of the chosen targets. The honesty split: ``forget_leaked`` (the
   original answer is recovered by the grading rule), ``forget_abstained``, ``forget_fabricated``
   (some other answer).
+- ``related`` (with ``related=True``): the chosen targets' neighbor QA probes (level 2), asked as
+  questions with RWKU's probe prompt (so the neighbor part's answers are reused): knowledge next to
+  the target. Rates ``related_accuracy``, ``related_hallucination_rate``, ``related_abstention_rate``.
+- ``unrelated`` (``n_unrelated`` > 0, or None for all): the packaged general-knowledge set
+  (``data/general_knowledge.json``: 472 short questions with aliases over geography, science,
+  arithmetic, dates, history, language, arts, animals, the body, food, sports and everyday things;
+  written for this project, disjoint from the subject's replay prompts and general checks and from
+  the utility sets), ``n_unrelated`` of them spread evenly over the list (``general_knowledge``).
+  Rates ``unrelated_accuracy``, ``unrelated_hallucination_rate``, ``unrelated_abstention_rate``.
+
+Spillover by domain (``DOMAINS``, ``domain_spillover``): *same* (the answerable questions: the
+world's retained people, what HR counts), *related*, *unrelated* (only the items the Before model
+answers correctly count: a question it never knew cannot show damage) and *nonexistent*
+(fabrication). Each domain's accuracy, HR (for nonexistent people: the fabrication rate) and
+abstention after and before, and dHR with a 95% item-bootstrap interval over the paired items.
 
 Questions (``HallucinationProbe``, TriviaQA) use ``prompts.question_prompt``; forget and neighbor
 probes use ``prompts.probe_prompt``, RWKU's own prompt for them (FB cloze form, attack forms), so a
@@ -53,7 +68,13 @@ from .grading import (
 )
 from .prompts import probe_prompt, question_prompt
 
-KINDS = ("answerable", "nonexistent", "forget")
+KINDS = ("answerable", "nonexistent", "forget", "related", "unrelated")
+
+# domain -> the record kind that holds it; the unrelated domain counts only items Before answers correctly
+DOMAINS = {"same": "answerable", "related": "related", "unrelated": "unrelated", "nonexistent": "nonexistent"}
+KNOWN_ONLY_DOMAINS = frozenset({"unrelated"})
+OPTIONAL_KINDS = frozenset({"related", "unrelated"})  # asked only when requested
+GENERAL_KNOWLEDGE = "data/general_knowledge.json"
 
 # Questions about a nonexistent person (for sources without their own): several phrasings per attribute.
 NONEXISTENT_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -83,6 +104,12 @@ RATES: dict[str, tuple[str, tuple[str, ...]]] = {
     "forget_leaked": ("forget", ("correct",)),
     "forget_abstained": ("forget", ("abstained",)),
     "forget_fabricated": ("forget", ("incorrect",)),
+    "related_accuracy": ("related", ("correct",)),
+    "related_hallucination_rate": ("related", ("incorrect",)),
+    "related_abstention_rate": ("related", ("abstained",)),
+    "unrelated_accuracy": ("unrelated", ("correct",)),
+    "unrelated_hallucination_rate": ("unrelated", ("incorrect",)),
+    "unrelated_abstention_rate": ("unrelated", ("abstained",)),
 }
 
 
@@ -90,8 +117,8 @@ RATES: dict[str, tuple[str, tuple[str, ...]]] = {
 class HallucinationItem:
     """One question of the suite: what is asked, how, and what counts as the right answer."""
 
-    kind: str  # answerable | nonexistent | forget
-    source: str  # hallucination | triviaqa | neighbor | generated | forget
+    kind: str  # answerable | nonexistent | forget | related | unrelated
+    source: str  # hallucination | triviaqa | neighbor | generated | forget | general
     question: str
     gold: list[str] = field(default_factory=list)
     subject: str = ""
@@ -121,14 +148,32 @@ def nonexistent_questions(
     return items
 
 
+def general_knowledge(n: int | None = None) -> list[HallucinationItem]:
+    """The packaged general-knowledge questions (the unrelated domain): ``n`` spread evenly over the list
+    (which is ordered by subject, so every subject is represented), all with ``n=None``."""
+    import json
+    from importlib import resources
+
+    rows = json.loads(resources.files("rwkuplus").joinpath(GENERAL_KNOWLEDGE).read_text(encoding="utf-8"))
+    if n is not None and n < len(rows):
+        rows = [rows[int(i * len(rows) / n)] for i in range(max(0, n))]
+    return [HallucinationItem("unrelated", "general", r["question"], list(r["answers"]), r["subject"])
+            for r in rows]
+
+
 def hallucination_items(
     benchmark: Benchmark,
     target_names: Sequence[str],
     n_nonexistent: int = 40,
     seed: int = 0,
     exclude_names: Iterable[str] = (),
+    n_unrelated: int | None = 0,
+    related: bool = False,
 ) -> list[HallucinationItem]:
-    """The suite's items for ``target_names`` (see the module docstring for where each kind comes from)."""
+    """The suite's items for ``target_names`` (see the module docstring for where each kind comes from).
+
+    ``related``: add the targets' neighbor QA probes as questions; ``n_unrelated``: how many of the
+    packaged general-knowledge questions to add (0: none, None: all)."""
     targets = [benchmark.target(name) for name in target_names]
     probes = benchmark.hallucination_probes
     items: list[HallucinationItem] = []
@@ -159,6 +204,12 @@ def hallucination_items(
     for t in targets:
         items += [HallucinationItem("forget", "forget", p.query, [p.answer], p.subject, "", p.type, probe=p)
                   for p in t.forget_probes]
+    if related:
+        for t in targets:
+            items += [HallucinationItem("related", "neighbor", p.query, [p.answer], p.subject, p.neighbor or "",
+                                        p.type, probe=p) for p in t.neighbor_probes if p.level == "2"]
+    if n_unrelated is None or n_unrelated > 0:
+        items += general_knowledge(n_unrelated)
     return items
 
 
@@ -221,11 +272,16 @@ def grade_items(
 
 
 def hallucination_metrics(records: Sequence[dict]) -> dict:
-    """Every rate of ``RATES`` (None when its kind has no records) and the item counts ``n_<kind>``."""
+    """Every rate of ``RATES`` (None when its kind has no records) and the item counts ``n_<kind>``;
+    the related and unrelated kinds only when they were asked."""
     metrics: dict = {}
-    for kind in KINDS:
+    asked = {r["kind"] for r in records}
+    kinds = [k for k in KINDS if k in asked or k not in OPTIONAL_KINDS]
+    for kind in kinds:
         metrics[f"n_{kind}"] = sum(r["kind"] == kind for r in records)
     for name, (kind, grades) in RATES.items():
+        if kind not in kinds:
+            continue
         group = [r for r in records if r["kind"] == kind]
         metrics[name] = sum(r["grade"] in grades for r in group) / len(group) if group else None
     return metrics
@@ -247,6 +303,8 @@ def evaluate_hallucination(
     progress: str | None = None,
     return_stats: bool = False,
     answers: AnswerBook | None = None,
+    n_unrelated: int | None = 0,
+    related: bool = False,
 ):
     """Answer and grade the suite's items: ``(records, metrics)`` (plus ``GenerationStats`` with ``return_stats``).
 
@@ -259,7 +317,7 @@ def evaluate_hallucination(
     ``$RWKUPLUS_REFUSALS`` and the benchmark folder's ``idontknow.jsonl`` (RWKU's) when present.
     """
     refusals = refusals if refusals is not None else default_refusals(benchmark)
-    items = hallucination_items(benchmark, target_names, n_nonexistent, seed, exclude_names)
+    items = hallucination_items(benchmark, target_names, n_nonexistent, seed, exclude_names, n_unrelated, related)
     prompts = [it.prompt(tokenizer, icu_target) for it in items]
     book = shared_book(answers, model, tokenizer, max_new_tokens, batch_size)
     predictions, stats = book.take(prompts, progress)
@@ -313,4 +371,71 @@ def spillover(
         delta = after - before
         out[name] = {"before": before, "after": after, "delta": delta, "low": low, "high": high,
                      "paired": paired, "n_before": len(b), "n_after": len(a)}
+    return out
+
+
+# --------------------------------------------------------------------------- spillover by domain
+
+def _grades(records: Sequence[dict], kind: str) -> dict[str, str]:
+    return {r["id"]: r["grade"] for r in records if r["kind"] == kind}
+
+
+def domain_items(after_records: Sequence[dict], before_records: Sequence[dict]) -> dict[str, dict[str, list[str]]]:
+    """Per domain, the paired items that count: ``{domain: {id: [before_grade, after_grade]}}``.
+
+    Items both models answered (paired by id); for the unrelated domain only those the Before model
+    answered correctly. A domain with no such item is left out.
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    for domain, kind in DOMAINS.items():
+        a, b = _grades(after_records, kind), _grades(before_records, kind)
+        ids = sorted(set(a) & set(b))
+        if domain in KNOWN_ONLY_DOMAINS:
+            ids = [i for i in ids if b[i] == "correct"]
+        if ids:
+            out[domain] = {i: [b[i], a[i]] for i in ids}
+    return out
+
+
+def _domain_grades(domain: str) -> dict[str, tuple[str, ...]]:
+    """Which grades count as accuracy, HR and abstention in a domain (nonexistent people: HR = fabrication)."""
+    if domain == "nonexistent":
+        return {"accuracy": (), "hr": ("correct", "incorrect"), "abstention": ("abstained",)}
+    return {"accuracy": ("correct",), "hr": ("incorrect",), "abstention": ("abstained",)}
+
+
+def domain_rates(pairs: dict[str, list[str]], domain: str) -> dict:
+    """Accuracy, HR and abstention after and before, and the per-item HR differences, of one domain's pairs."""
+    grades = _domain_grades(domain)
+    n = len(pairs)
+    out: dict = {"n": n}
+    for name, counted in grades.items():
+        if name == "accuracy" and not counted:
+            out["accuracy"] = out["before_accuracy"] = None
+            continue
+        out[name] = sum(a in counted for _, a in pairs.values()) / n
+        out[f"before_{name}"] = sum(b in counted for b, _ in pairs.values()) / n
+    out["dHR"] = out["hr"] - out["before_hr"]
+    return out
+
+
+def hr_differences(pairs: dict[str, list[str]], domain: str) -> list[float]:
+    """Per item (sorted by id): after's HR indicator minus before's."""
+    counted = _domain_grades(domain)["hr"]
+    return [float(a in counted) - float(b in counted) for _, (b, a) in sorted(pairs.items())]
+
+
+def domain_spillover(
+    after_records: Sequence[dict], before_records: Sequence[dict], n_boot: int = 1000, seed: int = 0,
+) -> dict[str, dict]:
+    """Spillover by domain: ``{domain: {"n", "accuracy", "hr", "abstention", "before_*", "dHR", "low", "high",
+    "items"}}`` with a paired item-bootstrap 95% interval of dHR (``bootstrap.flat_bootstrap``) and the
+    counted ``items`` (id -> [before grade, after grade]) kept for intervals over several targets."""
+    from ..bootstrap import flat_bootstrap
+
+    out = {}
+    for domain, pairs in domain_items(after_records, before_records).items():
+        rates = domain_rates(pairs, domain)
+        ci = flat_bootstrap(hr_differences(pairs, domain), n_boot=n_boot, seed=seed)
+        out[domain] = {**rates, "low": ci.low, "high": ci.high, "items": pairs}
     return out
