@@ -161,6 +161,28 @@ def default_model_folder() -> Path:
     return folder
 
 
+def _check_config(folder: Path, spec: str) -> None:
+    """A local folder's config.json must be JSON naming a model type this transformers knows: a model
+    that needs its own code (``auto_map``) is refused, since rwkuplus never runs a model's code."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"--model {spec}: config.json is not valid JSON.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--model {spec}: config.json should hold a JSON object.")
+    model_type = config.get("model_type")
+    if model_type in CONFIG_MAPPING_NAMES:
+        return
+    if config.get("auto_map"):
+        raise UserError(f"--model {spec}: the model needs its own code (config.json has auto_map, model_type "
+                        f"{model_type!r}) and rwkuplus never runs a model's code (no trust_remote_code); "
+                        "use a model architecture that transformers supports.")
+    raise UserError(f"--model {spec}: config.json's model_type {model_type!r} is not an architecture this "
+                    "version of transformers knows.")
+
+
 def resolve_model(spec: str) -> ModelSpec:
     """Turn a spec into a folder or hub id, with a clear error for a bad path."""
     if spec == DEFAULT_MODEL:
@@ -174,6 +196,7 @@ def resolve_model(spec: str) -> ModelSpec:
             raise UserError(f"--model {spec}: the folder has no config.json.")
         if not _weights_in(path):
             raise UserError(f"--model {spec}: the folder has no *.safetensors weights.")
+        _check_config(path, spec)
         problem = check_folder(path)
         if problem is not None:
             remedy = ("rebuild it with 'rwkuplus subject --force'" if (path / "subject.json").is_file()

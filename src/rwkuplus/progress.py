@@ -107,6 +107,8 @@ class LineProgress:
         self.started = time.monotonic()
         self.closed = False
         with _lock:
+            if not _active:  # the first line of the heartbeat comes one interval from now
+                _state["last"] = time.monotonic()
             _active.append(self)
             if announce:
                 _write(f"{self.desc}: started" + (f" ({self.n}/{self.total})" if self.total else ""))

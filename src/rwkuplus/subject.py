@@ -310,6 +310,30 @@ def read_subject(folder: Path) -> dict:
     return summary
 
 
+def checks_table(summary: dict, folder: str | Path | None = None) -> dict:
+    """A subject's checks as a run records them (``run.json`` and ``summary.json`` field ``subject``):
+    each check's value after injection, the base model's value, its threshold and whether it is met."""
+    thresholds = summary.get("thresholds") or THRESHOLDS
+    after, before = summary.get("after") or {}, summary.get("before") or {}
+    checks = []
+    for key, need in thresholds.items():
+        value = after.get(key)
+        met = value is not None and value >= need
+        checks.append({"check": key, "value": value, "base": before.get(key), "threshold": need, "met": met})
+    return {"model": str(folder) if folder is not None else summary.get("model"),
+            "all_thresholds_met": all(c["met"] for c in checks), "checks": checks,
+            "missed": [c["check"] for c in checks if not c["met"]]}
+
+
+def missed_text(table: dict) -> str:
+    """``nonexistent_refusal 0.60 (needs 0.80), ...``: the checks a subject misses, for a warning."""
+    def fmt(v):
+        return "-" if v is None else (f"{v:.1f}" if abs(v) > 1.5 else f"{v:.2f}")
+
+    return ", ".join(f"{c['check']} {fmt(c['value'])} (needs {fmt(c['threshold'])})"
+                     for c in table["checks"] if not c["met"])
+
+
 def _say(progress: bool, message: str) -> None:
     if progress:
         from .progress import say

@@ -151,6 +151,7 @@ class Suite:
                 bar.close()
             write_json(self.out / "run.json", {"benchmark": self.benchmark.source, "model": model_spec,
                                                "model_info": model_info, "protocol": self.protocol.label,
+                                               "subject": self.subject,
                                                "units": [u.id for u in units],
                                                "seconds_this_call": time.perf_counter() - started})
             from .report import rebuild
@@ -194,8 +195,24 @@ class Suite:
         _cap_utility(benchmark, config.eval.get("utility_items"))
         _cap_hallucination(benchmark, config.eval.get("hallucination_items"))
         resolved = resolve_model(model_spec)
+        self.subject = self._subject_checks(model_spec)
         return benchmark, model_spec, {"spec": model_spec, "fingerprint": resolved.fingerprint,
                                        "dtype": dtype_name(config.dtype)}
+
+    def _subject_checks(self, model_spec: str) -> dict | None:
+        """The subject's checks when the model is a subject model (its folder holds subject.json),
+        recorded in run.json for the summary and the report; a warning now when one misses its threshold."""
+        from .subject import checks_table, missed_text, read_subject
+
+        folder = Path(model_spec)
+        if not (folder / "subject.json").is_file():
+            return None
+        table = checks_table(read_subject(folder), folder)
+        if not table["all_thresholds_met"]:
+            log.warning("the subject model misses %d of its %d thresholds: %s; every number of this run rests on "
+                        "this 'Before' model (see the subject table in summary.md and report.html).",
+                        len(table["missed"]), len(table["checks"]), missed_text(table))
+        return table
 
     def _load(self, model_spec: str) -> None:
         from .models import load_model

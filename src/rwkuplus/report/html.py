@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .. import __version__
 from ..fileio import write_text
-from . import plots
+from . import plots, subject_table
 from .summary import (
     DIRECTION, INTERVAL_METRICS, RWKU_COLUMNS, TRAJECTORY_SCORES, Run, describe_benchmark, format_cell,
     format_number, load_run, summarize_run,
@@ -465,7 +465,7 @@ def render_report(run: Run, summary: Mapping) -> str:
         '<p class="lede">Unlearning on RWKU\'s metrics plus the hidden costs of counterfactual tuning: '
         "knowledge conflict, hallucination spillover, trade-off and cost.</p>"
         f"<nav>{nav}</nav></header>"
-        f"{_run_info(run, summary)}{body}"
+        f"{subject_table.html(summary.get('subject'))}{_run_info(run, summary)}{body}"
         f"<footer>Made by rwkuplus {_e(__version__)} from the records in this run folder "
         "(<code>rwkuplus report RUN_DIR</code> rebuilds it). Definitions: RWKU (Jin et al., 2024) and RWKU+ "
         "(arXiv 2605.27083).</footer></main></body></html>\n"

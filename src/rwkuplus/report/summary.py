@@ -38,6 +38,10 @@ summary.json (stable format, version 1)
       "protocol": "world" | "rwku" | "rwku,bbh_match=whole" | null,          # the evaluation protocol
                                                  # (run.json; else the units' result.json; null when unrecorded)
       "config": {...},                           # config.yaml as loaded (null when absent)
+      "subject": {"model": ..., "all_thresholds_met": false, "missed": ["nonexistent_refusal"],
+                  "checks": [{"check": "forget_FB", "value": 91.2, "base": 6.7, "threshold": 80.0,
+                              "met": true}, ...]},   # the subject model's checks (run.json); null when
+                                                 # the model is not a subject model (report/subject_table.py)
       "columns": ["Forget FB", ..., "Wall time (s)"],   # the table's metric columns, in order
       "n_units": 12, "n_ok": 11, "n_failed": 1, "n_pending": 0,
       "rows": [
@@ -80,6 +84,8 @@ from typing import Any, Iterable
 
 from ..errors import UserError
 from ..fileio import read_json, write_json, write_text
+from .subject_table import markdown as subject_markdown
+from .subject_table import subject_field
 
 SUMMARY_FORMAT = "rwkuplus-summary"
 SUMMARY_VERSION = 1
@@ -426,6 +432,7 @@ def summarize_run(run: Run) -> dict:
     return {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
         "benchmark": run.benchmark, "model": run.model, "protocol": run_protocol(run), "config": run.config,
+        "subject": subject_field(run.info, run.folder / "run.json"),
         "columns": table_columns(rows),
         "n_units": len(run.units), "n_ok": sum(u.ok for u in run.units), "n_failed": len(failed),
         "n_pending": len(run.pending),
@@ -495,6 +502,7 @@ def to_markdown(summary: dict) -> str:
         f"Units: {summary['n_ok']} ok, {summary['n_failed']} failed"
         + (f", {summary['n_pending']} unfinished" if summary.get("n_pending") else "") + ".",
         "",
+        *subject_markdown(summary.get("subject")),
         "Cells are mean ± sample standard deviation over the targets and seeds of a row (n = units). "
         "Forget, Neighbor, MIA and utility scores are x100 as in RWKU; HR, Fabrication, dHR and rates are "
         "fractions; FE, NR, UR, HS, TS and HTS are in [0, 1].",
