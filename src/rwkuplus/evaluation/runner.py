@@ -75,6 +75,10 @@ class EvalSettings:
     mia_batch_size: int = 8
     protocol: Protocol = RWKU
     icu_utility: bool = True  # under ICU, put the instruction before utility prompts too (RWKU did)
+    # The hallucination part's spillover domains (hallucination.py): the neighbor QA probes as questions
+    # (related) and how many packaged general-knowledge questions (unrelated; None = all). Off by default.
+    related_questions: bool = False
+    unrelated_items: int | None = 0
 
     @property
     def probe_max_new_tokens(self) -> int:
@@ -87,7 +91,8 @@ class EvalSettings:
 
     def to_json(self) -> dict:
         return {"batch_size": self.batch_size, "mia_k": self.mia_k, "mia_batch_size": self.mia_batch_size,
-                "icu_utility": self.icu_utility, "protocol": self.protocol.to_json()}
+                "icu_utility": self.icu_utility, "protocol": self.protocol.to_json(),
+                "related_questions": self.related_questions, "unrelated_items": self.unrelated_items}
 
     @classmethod
     def world_defaults(cls, **overrides) -> EvalSettings:
@@ -195,7 +200,9 @@ def _utility_share(ctx: EvalContext) -> str | None:
 
 
 def _hallucination_prompts(ctx: EvalContext) -> list[str]:
-    return [it.prompt(ctx.tokenizer, ctx.icu_target) for it in hallucination_items(ctx.benchmark, [ctx.target.name])]
+    items = hallucination_items(ctx.benchmark, [ctx.target.name], n_unrelated=ctx.settings.unrelated_items,
+                                related=ctx.settings.related_questions)
+    return [it.prompt(ctx.tokenizer, ctx.icu_target) for it in items]
 
 
 def _hallucination(ctx: EvalContext) -> PartResult:
@@ -203,7 +210,8 @@ def _hallucination(ctx: EvalContext) -> PartResult:
     records, metrics, stats = evaluate_hallucination(
         ctx.model, ctx.tokenizer, ctx.benchmark, [ctx.target.name], icu_target=ctx.icu_target,
         batch_size=ctx.settings.batch_size, max_new_tokens=ctx.settings.probe_max_new_tokens,
-        progress=ctx.desc("hallucination"), return_stats=True, answers=_book(ctx))
+        progress=ctx.desc("hallucination"), return_stats=True, answers=_book(ctx),
+        n_unrelated=ctx.settings.unrelated_items, related=ctx.settings.related_questions)
     return PartResult({"hallucination": records}, metrics, stats)
 
 
