@@ -63,7 +63,8 @@ def test_unlearn_single_target_full_writes_everything_and_resumes(tiny_model_dir
         assert cost["cost"]["optimizer_steps"] == 2 and cost["cost"]["tokens_trained"] > 0 and cost["parameters"] > 0
         evaluation = json.loads((folder / "eval.json").read_text())
         name = unit.split("_", 1)[1].replace("_", " ")
-        assert set(evaluation[name]) == {"forget", "neighbor"} and "All" in evaluation[name]["forget"]
+        assert set(evaluation[name]) == {"forget", "neighbor", "protocol"} and "All" in evaluation[name]["forget"]
+        assert evaluation[name]["protocol"] == "rwku"  # the default for rwku:DIR
         records = (folder / "probes" / f"{name.replace(' ', '_')}.forget.jsonl").read_text().splitlines()
         assert len(records) == 2
     config = json.loads((out / "config.json").read_text())

@@ -90,8 +90,10 @@ def run(args) -> int:
     for value, option in ((args.batch_size, "--batch-size"), (args.bbh_max_new_tokens, "--bbh-max-new-tokens"),
                           (args.fluency_max_new_tokens, "--fluency-max-new-tokens")):
         _positive(value, option)
-    from ..evaluation.protocol import resolve_protocol
+    from ..evaluation.protocol import parse_protocol, resolve_protocol
 
+    if args.protocol is not None:
+        parse_protocol(args.protocol)  # a mistake is reported before anything is loaded
     benchmark = _load_benchmark(args.benchmark, args.targets)
     protocol = resolve_protocol(args.protocol, (benchmark.source or {}).get("kind"))
     lengths = {"bbh_max_new_tokens": args.bbh_max_new_tokens, "fluency_max_new_tokens": args.fluency_max_new_tokens}

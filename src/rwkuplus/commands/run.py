@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig, quick_config
-from ..evaluation.protocol import PROTOCOL_HELP
+from ..evaluation.protocol import PROTOCOL_HELP, parse_protocol
 from ..models import DTYPE_HELP
 
 NAME = "run"
@@ -53,7 +53,7 @@ def resolve_config(args) -> RunConfig:
         "seeds": ints(args.seeds, "--seeds") if args.seeds else None,
         "target_mode": args.target_mode,
         "dtype": args.dtype,
-        "protocol": args.protocol,
+        "protocol": parse_protocol(args.protocol).label if args.protocol else None,  # --protocol named in errors
     }
     return config.replace(**changes).validate("command line")
 

@@ -24,8 +24,9 @@ DESCRIPTION = (
 
 def add_arguments(p) -> None:
     p.add_argument("--method", required=True, help="method name (see 'rwkuplus methods')")
-    p.add_argument("--corpus", choices=("conflicting", "consistent"),
-                   help="counterfactual corpus for cft-sft (default conflicting, RWKU's construction)")
+    p.add_argument("--corpus", choices=("conflicting", "consistent", "filtered"),  # methods.base.CORPUS_VARIANTS
+                   help="counterfactual corpus for cft-sft and its remedies (default conflicting, RWKU's construction; "
+                        "filtered: its samples that agree with the majority fabricated profile)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a method hyperparameter, e.g. --param beta=0.1 (repeatable)")
     p.add_argument("--benchmark", default="world", help="world, world:SEED, rwku or rwku:DIR (default: world)")
@@ -135,8 +136,10 @@ def run(args) -> int:
     ensure_dir(args.out, "--out", create=False)
     method = build_method(args)
     settings = build_settings(args, method)
-    from ..evaluation.protocol import resolve_protocol
+    from ..evaluation.protocol import parse_protocol, resolve_protocol
 
+    if args.protocol is not None:
+        parse_protocol(args.protocol)  # a mistake is reported before anything is loaded
     benchmark = load_benchmark(args.benchmark, targets=args.targets)
     protocol = resolve_protocol(args.protocol, (benchmark.source or {}).get("kind"))
     model_spec = resolve_model_spec(args, benchmark)
