@@ -23,7 +23,10 @@ settings; its label is recorded in every part's JSON, every target's ``metrics.j
 
 Parts are a registry (``PARTS``): RWKU's four (``DEFAULT_PARTS``) and ``hallucination`` (the RWKU+
 hallucination suite for the target: unrelated answerable questions, nonexistent people, the forget
-probes' honesty split; ``hallucination.evaluate_hallucination``); more with ``register_part``.
+probes' honesty split; ``hallucination.evaluate_hallucination``), and the two attacks on the weights,
+``quantization`` and ``relearning`` (``attacks.py``: the forget probes after weight quantization, the
+held-out forget probes after a few steps of fine-tuning on the target's other facts); more with
+``register_part``.
 A part's ``evaluate(ctx) -> PartResult`` gets an ``EvalContext``; its optional ``share_key(ctx)``
 returns a string when its result is the same for several targets (computed once, stored under
 ``OUT/shared/<part>-<key>``), or None for per-target work.
@@ -44,6 +47,7 @@ from ..benchmark.records import Benchmark, TargetData
 from ..errors import UserError
 from ..fileio import read_json, write_json, write_jsonl
 from .answers import AnswerBook
+from .attacks import AttackSettings, quantization_attack, relearning_attack
 from .generation import GenerationStats
 from .hallucination import evaluate_hallucination, hallucination_items
 from .mia import evaluate_mia
@@ -79,6 +83,8 @@ class EvalSettings:
     # (related) and how many packaged general-knowledge questions (unrelated; None = all). Off by default.
     related_questions: bool = False
     unrelated_items: int | None = 0
+    # The attack parts' settings (attacks.AttackSettings; None = its defaults, left out of the key).
+    attacks: AttackSettings | None = None
 
     @property
     def probe_max_new_tokens(self) -> int:
@@ -92,7 +98,8 @@ class EvalSettings:
     def to_json(self) -> dict:
         return {"batch_size": self.batch_size, "mia_k": self.mia_k, "mia_batch_size": self.mia_batch_size,
                 "icu_utility": self.icu_utility, "protocol": self.protocol.to_json(),
-                "related_questions": self.related_questions, "unrelated_items": self.unrelated_items}
+                "related_questions": self.related_questions, "unrelated_items": self.unrelated_items,
+                **({"attacks": self.attacks.to_json()} if self.attacks is not None else {})}
 
     @classmethod
     def world_defaults(cls, **overrides) -> EvalSettings:
@@ -215,12 +222,36 @@ def _hallucination(ctx: EvalContext) -> PartResult:
     return PartResult({"hallucination": records}, metrics, stats)
 
 
+def _attack_settings(ctx: EvalContext) -> AttackSettings:
+    return ctx.settings.attacks or AttackSettings()
+
+
+def _quantization(ctx: EvalContext) -> PartResult:
+    """The forget probes after weight quantization (attacks.py); the full-precision answers from the book."""
+    records, metrics, stats = quantization_attack(
+        ctx.model, ctx.tokenizer, ctx.target.forget_probes, _attack_settings(ctx), icu_target=ctx.icu_target,
+        batch_size=ctx.settings.batch_size, max_new_tokens=ctx.settings.probe_max_new_tokens,
+        protocol=ctx.settings.protocol, answers=_book(ctx), progress=ctx.desc("quantization"))
+    return PartResult({"quantization": records}, metrics, stats)
+
+
+def _relearning(ctx: EvalContext) -> PartResult:
+    """The held-out forget probes after a few steps of fine-tuning on the other facts (attacks.py)."""
+    records, metrics, stats = relearning_attack(
+        ctx.model, ctx.tokenizer, ctx.target.forget_probes, _attack_settings(ctx), icu_target=ctx.icu_target,
+        batch_size=ctx.settings.batch_size, max_new_tokens=ctx.settings.probe_max_new_tokens,
+        protocol=ctx.settings.protocol, progress=ctx.desc("relearning"))
+    return PartResult({"relearning": records}, metrics, stats)
+
+
 PARTS: dict[str, Part] = {
     "forget": Part("forget", _forget, prompts=_forget_prompts),
     "neighbor": Part("neighbor", _neighbor, prompts=_neighbor_prompts),
     "mia": Part("mia", _mia),
     "utility": Part("utility", _utility, _utility_share),
     "hallucination": Part("hallucination", _hallucination, prompts=_hallucination_prompts),
+    "quantization": Part("quantization", _quantization),
+    "relearning": Part("relearning", _relearning),
 }
 
 
