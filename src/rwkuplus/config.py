@@ -5,7 +5,10 @@ configuration is saved as ``config.yaml`` in the run folder.
 
 Keys (all optional):
 
-``benchmark``   ``world`` (default), ``world:SEED`` or ``rwku:DIR`` (a folder in RWKU's layout).
+``benchmark``   ``world`` (default), ``world:SEED`` or ``rwku:DIR`` (a folder in RWKU's layout); or a
+                list of worlds (``[world:0, world:1, world:2]``): the run then spans several worlds,
+                one ordinary run folder per world (``<out>/world-<SEED>/``) and the claims table over
+                all of them in ``<out>`` (``suite.MultiWorldSuite``).
 ``model``       model spec; default: for ``world`` the subject model (the default model after
                 knowledge injection, built once and cached); for ``rwku`` required.
 ``targets``     target selection (``"1-2"``, a list of indices or names); default: the first world
@@ -25,7 +28,9 @@ Keys (all optional):
 ``eval``        evaluation options: ``batch_size``, ``parts`` (forget, neighbor, mia, utility,
                 hallucination), ``utility_items`` (cap per utility set; null = all),
                 ``hallucination_items`` (cap per kind of hallucination question, answerable and
-                nonexistent, spread evenly over the list; null = all).
+                nonexistent, spread evenly over the list; null = all), ``unrelated_items`` (how many
+                packaged general-knowledge questions the unrelated spillover domain asks, spread
+                evenly over its subjects; 0 = none, null = all 472; default 32, one batch).
 ``preset``      training preset (``default`` or ``rwku-llama3``).
 ``protocol``    evaluation protocol (``rwkuplus.evaluation.protocol``): ``rwku`` (RWKU's own code) or
                 ``world`` (the world's adaptations for a small model), optionally with documented
@@ -71,7 +76,8 @@ class RunConfig:
     # per utility set, 20 hallucination questions per kind.
     train: dict[str, dict] = field(default_factory=lambda: {"all": {"max_steps": 12}})
     eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "parts": list(EVAL_PARTS),
-                                                         "utility_items": 10, "hallucination_items": 20})
+                                                         "utility_items": 10, "hallucination_items": 20,
+                                                         "unrelated_items": 32})
     preset: str = "default"
     dtype: str = "auto"
     protocol: str | None = None
@@ -112,6 +118,17 @@ class RunConfig:
         def fail(key: str, what: str, got: Any):
             raise UserError(f"{where}: key '{key}' should be {what}, got {got!r}.")
 
+        if isinstance(self.benchmark, list):
+            worlds = self.benchmark
+            if not worlds or not all(isinstance(b, str) and (b == "world" or (
+                    b.startswith("world:") and b[6:].lstrip("-").isdigit())) for b in worlds):
+                fail("benchmark", "a list of worlds such as [world:0, world:1, world:2]", worlds)
+            if len({world_seed(b) for b in worlds}) != len(worlds):
+                fail("benchmark", "a list of distinct worlds", worlds)
+            for b in worlds:  # every other key is checked as for one world (and eval gets its defaults)
+                checked = dataclasses.replace(self, benchmark=b).validate(where)
+            self.eval = checked.eval
+            return self
         if not isinstance(self.benchmark, str) or not (
             self.benchmark == "world" or self.benchmark.startswith(("world:", "rwku:"))
         ):
@@ -165,8 +182,12 @@ class RunConfig:
             elif k in ("utility_items", "hallucination_items"):
                 if v is not None and (not _is_int(v) or v < 1):
                     fail(f"eval.{k}", "a positive integer or null", v)
+            elif k == "unrelated_items":
+                if v is not None and (not _is_int(v) or v < 0):
+                    fail(f"eval.{k}", "a non-negative integer or null", v)
             else:
-                fail("eval", "a mapping with keys batch_size, parts, utility_items, hallucination_items", k)
+                fail("eval", "a mapping with keys batch_size, parts, utility_items, hallucination_items, "
+                     "unrelated_items", k)
         defaults = RunConfig.__dataclass_fields__["eval"].default_factory()
         self.eval = {**defaults, **self.eval}  # options not given keep their defaults
         if self.preset not in ("default", "rwku-llama3"):
@@ -188,6 +209,11 @@ class RunConfig:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def world_seed(benchmark: str) -> int:
+    """The world seed of ``world`` (0) or ``world:SEED``."""
+    return int(benchmark.split(":")[1]) if ":" in benchmark else 0
 
 
 def quick_config() -> RunConfig:

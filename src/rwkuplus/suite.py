@@ -138,6 +138,9 @@ class Suite:
             kind = "world" if self.benchmark.name == "world" else (self.benchmark.source or {}).get("kind")
             self.protocol = resolve_protocol(self.config.protocol, kind, "protocol")
             self.eval_settings = EvalSettings(batch_size=self.config.eval["batch_size"], protocol=self.protocol)
+            # spillover by domain: the neighbor QA probes as questions, and the general-knowledge set
+            self.eval_settings.related_questions = True
+            self.eval_settings.unrelated_items = self.config.eval.get("unrelated_items", 0)
             if todo:
                 self._load(model_spec)
             bar = self._bar(len(units), len(done))
@@ -283,8 +286,11 @@ class Suite:
         if bar is not None:
             bar.set_postfix_str(f"{unit.label} / {unit.targets[0][:20]} / final evaluation")
         metrics, halluc_records = self._evaluate(model, unit, folder / "eval", icu=unit.method == "icu")
+        utility_columns = self._utility_checks(unit)
         if unit.method != "before":
-            metrics.update(self._relative(metrics, halluc_records, before, unit))
+            metrics.update(self._relative(metrics, halluc_records, before, unit, utility_columns))
+        domains = self._domains(halluc_records, unit)
+        metrics.update(_domain_metrics(domains, with_ci=True))
         costs_json = costs.to_json()
         metrics["Tokens"] = costs.tokens_trained + costs.corpus_tokens_generated
         metrics["FLOPs"] = costs_json.get("estimated_flops")
@@ -292,7 +298,8 @@ class Suite:
         if diagnostics:
             metrics["Conflict ratio"] = diagnostics[0].get("conflict_ratio")
         return {"reason": None, "metrics": metrics, "costs": costs_json, "trajectory": trajectory,
-                "diagnostics": diagnostics, "training": train_info}
+                "diagnostics": diagnostics, "training": train_info, "domains": domains,
+                "utility_columns": utility_columns}
 
     # ------------------------------------------------------------------------------- training
     def _train(self, unit: Unit, folder: Path, before: list[dict], bar):
@@ -359,8 +366,10 @@ class Suite:
                 "cosine_matrix": r.get("cosine"), "labels": labels, "parameters": r.get("parameters")}
 
     def _checkpoint_metrics(self, model, unit: Unit, before: list[dict]) -> dict:
-        """Cheap metrics along the trajectory: forget/neighbor probes, hallucination, MC utility (Gen; UR from Gen alone)."""
+        """Cheap metrics along the trajectory: forget/neighbor probes, hallucination (by domain), MC utility
+        (Gen; UR from Gen alone, none when Gen is uninformative on the benchmark)."""
         from .evaluation.answers import AnswerBook
+        from .informative import informative_columns
         from .evaluation.hallucination import evaluate_hallucination, hallucination_items
         from .evaluation.probes import evaluate_probes, probe_prompts
         from .evaluation.utility import evaluate_utility
@@ -375,23 +384,27 @@ class Suite:
         # Every prompt below in one batched call (the honesty split asks the forget probes again).
         p = self.eval_settings.protocol
         book = AnswerBook(model, self.tokenizer, n, bs, p.probe_stop_at_newline, p.probe_stop_tokens)
+        domains = {"n_unrelated": self.eval_settings.unrelated_items, "related": self.eval_settings.related_questions}
         book.fill(probe_prompts(self.tokenizer, forget_probes) + probe_prompts(self.tokenizer, neighbor_probes)
-                  + [it.prompt(self.tokenizer) for it in hallucination_items(self.benchmark, list(unit.targets))])
+                  + [it.prompt(self.tokenizer) for it in hallucination_items(self.benchmark, list(unit.targets),
+                                                                              **domains)])
         _, forget = evaluate_probes(model, self.tokenizer, forget_probes, batch_size=bs, max_new_tokens=n, answers=book,
                                     protocol=p)
         _, neighbor = evaluate_probes(model, self.tokenizer, neighbor_probes, batch_size=bs, max_new_tokens=n, protocol=p,
                                       answers=book)
-        _, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets), batch_size=bs,
-                                           max_new_tokens=n, answers=book)
+        halluc_records, halluc = evaluate_hallucination(model, self.tokenizer, self.benchmark, list(unit.targets),
+                                                        batch_size=bs, max_new_tokens=n, answers=book, **domains)
         u = targets[0].utility
         _, util, _ = evaluate_utility(model, self.tokenizer, UtilitySet(mmlu=u.mmlu), settings=self.eval_settings.utility)
         row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),
                "HR": halluc.get("hallucination_rate"), "Fabrication": halluc.get("fabrication_rate"),
                "Gen": _first(util, "Gen")}
+        row.update(_domain_metrics(self._domains(halluc_records, unit), with_ci=False))
         b = _mean_metrics([x["metrics"] for x in before])
+        gen = "Gen" in informative_columns(before[0].get("utility_columns") if before else None, ["Gen"])
         t = trade_off(forget_before=b.get("Forget All"), forget_after=row["Forget All"],
                       neighbor_before=b.get("Neighbor All"), neighbor_after=row["Neighbor All"],
-                      utility_before={"Gen": b.get("Gen")}, utility_after={"Gen": row["Gen"]},
+                      utility_before={"Gen": b.get("Gen")} if gen else {}, utility_after={"Gen": row["Gen"]},
                       hr_before=b.get("HR"), hr_after=row["HR"],
                       fabrication_before=b.get("Fabrication"), fabrication_after=row["Fabrication"])
         return {**row, **_upper(t.to_json())}
@@ -413,22 +426,49 @@ class Suite:
                             "Fabricated": m.get("forget_fabricated")})
         return metrics, _hallucination_records(folder)
 
-    def _relative(self, metrics: dict, records: list[dict], before: list[dict], unit: Unit) -> dict:
+    def _before_records(self, unit: Unit) -> list[dict]:
+        records = []
+        for t_name in unit.targets:
+            records += _hallucination_records(self._unit_dir(Unit("before", None, "none", (t_name,), 0)) / "eval")
+        return records
+
+    def _domains(self, records: list[dict], unit: Unit) -> dict:
+        """Spillover by domain against the Before unit's answers (the Before unit pairs with itself)."""
+        from .evaluation.hallucination import domain_spillover
+
+        before = records if unit.method == "before" else self._before_records(unit)
+        return domain_spillover(records, before, seed=unit.seed) if records and before else {}
+
+    def _utility_checks(self, unit: Unit) -> dict | None:
+        """Which utility columns discriminate on this benchmark (``informative.check_columns`` on the Before
+        unit's per-item utility records); None when the Before unit has none (utility not evaluated)."""
+        from .informative import check_columns, read_utility_scores, tru_floor
+
+        folder = self._unit_dir(Unit("before", None, "none", (unit.targets[0],), 0)) / "eval"
+        scores = read_utility_scores(folder)
+        if not scores:
+            return None
+        u = self.benchmark.target(unit.targets[0]).utility
+        floors = {"Tru": tru_floor([len(it.mc1_targets) for it in u.truthfulqa])} if u.truthfulqa else {}
+        return check_columns(scores, floors)
+
+    def _relative(self, metrics: dict, records: list[dict], before: list[dict], unit: Unit,
+                  utility_columns: dict | None = None) -> dict:
         from .evaluation.hallucination import spillover
+        from .informative import informative_columns
         from .tradeoff import trade_off
 
         b = _mean_metrics([x["metrics"] for x in before])
         out: dict = {}
+        kept = informative_columns(utility_columns, UTILITY_COLUMNS)  # UR leaves uninformative columns out
         t = trade_off(forget_before=b.get("Forget All"), forget_after=metrics.get("Forget All"),
                       neighbor_before=b.get("Neighbor All"), neighbor_after=metrics.get("Neighbor All"),
-                      utility_before={k: b.get(k) for k in UTILITY_COLUMNS},
-                      utility_after={k: metrics.get(k) for k in UTILITY_COLUMNS},
+                      utility_before={k: b.get(k) for k in kept},
+                      utility_after={k: metrics.get(k) for k in kept},
                       hr_before=b.get("HR"), hr_after=metrics.get("HR"),
                       fabrication_before=b.get("Fabrication"), fabrication_after=metrics.get("Fabrication"))
         out.update(_upper(t.to_json()))
-        before_records = []
-        for t_name in unit.targets:
-            before_records += _hallucination_records(self._unit_dir(Unit("before", None, "none", (t_name,), 0)) / "eval")
+        before_records = self._before_records(unit)
         if records and before_records:
             s = spillover(records, before_records, seed=unit.seed)
             for key, name in (("hallucination_rate", "dHR"), ("fabrication_rate", "dFabrication")):
@@ -477,6 +517,18 @@ def _mean_metrics(rows: list[dict]) -> dict:
     for k in keys:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
         out[k] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _domain_metrics(domains: dict, with_ci: bool) -> dict:
+    """Spillover by domain as flat metrics: ``Accuracy/HR/Abstention/dHR <domain>`` and ``Items <domain>``
+    (with ``dHR <domain>_ci`` when ``with_ci``); see ``hallucination.domain_spillover``."""
+    out: dict = {}
+    for domain, d in domains.items():
+        out.update({f"Accuracy {domain}": d["accuracy"], f"HR {domain}": d["hr"],
+                    f"Abstention {domain}": d["abstention"], f"dHR {domain}": d["dHR"], f"Items {domain}": d["n"]})
+        if with_ci:
+            out[f"dHR {domain}_ci"] = [d["low"], d["high"]]
     return out
 
 
