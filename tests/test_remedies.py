@@ -343,3 +343,27 @@ def test_remedies_run_in_the_suite_with_diagnostics_and_costs(tiny_model_dir, tm
     assert pc["costs"]["gradient_passes"] == 2 and pc["costs"]["gradient_tokens"] > 0
     assert honest["costs"]["gradient_passes"] == 0
     assert honest["training"]["method"]["corpora"] == ["counterfactual", "honesty", "retain"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cft-pcgrad", "cft-gru", "cft-honest", "cft-sft:filtered"])
+def test_remedies_train_on_the_default_model_at_their_presets(name):
+    """The packaged default model (not the subject, to keep it short) on the default world's corpora:
+    each remedy at its preset fits the counterfactual corpus without diverging."""
+    from rwkuplus.benchmark.rwku import load_benchmark
+    from rwkuplus.benchmark.world import default_world_dir
+    from rwkuplus.methods.presets import default_settings
+    from rwkuplus.models import load_model
+    from rwkuplus.training.data import build_corpora
+
+    method_name, _, corpus = name.partition(":")
+    method = make_method(method_name, **({"corpus": corpus} if corpus else {}))
+    model, tok, _ = load_model("smollm2-135m-instruct", device="cpu", dtype="float32")
+    benchmark = load_benchmark(str(default_world_dir()))
+    corpora = build_corpora(method, benchmark, [benchmark.targets[0].name], tok)
+    settings = default_settings(method_name).replace(max_steps=4, max_length=256)
+    result = train(model, tok, method, corpora, settings)
+    assert result.stopped_reason is None and result.steps == 4
+    nll = [row["stats"]["counterfactual_nll_per_token"] for row in result.log]
+    assert nll[-1] < nll[0]
+    assert (result.cost.gradient_passes > 0) == (method_name in ("cft-pcgrad", "cft-gru"))

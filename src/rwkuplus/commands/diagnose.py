@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--targets", nargs="+", metavar="NAME", help="diagnose only these targets (default: all)")
     parser.add_argument("--method", default="cft-sft", help="unlearning method whose loss to differentiate "
                                                             "(default cft-sft)")
-    parser.add_argument("--corpus", choices=("conflicting", "consistent"),
+    parser.add_argument("--corpus", choices=("conflicting", "consistent", "filtered"),  # base.CORPUS_VARIANTS
                         help="counterfactual corpus for CFT methods (default: the method's default, conflicting)")
     parser.add_argument("--params", default="auto", help=f"parameter set: {PARAMS_HELP} (default auto)")
     parser.add_argument("--project", type=int, metavar="D",
