@@ -1,8 +1,10 @@
 """Counterfactual tuning by supervised fine-tuning (CFT-SFT): NLL on fabricated text about the target.
 
 The ``corpus`` parameter picks the counterfactual corpus: ``conflicting`` (every sample invents its
-own false facts, RWKU's construction, the default) or ``consistent`` (every sample states the same
-false profile).
+own false facts, RWKU's construction, the default), ``consistent`` (every sample states the same
+false profile) or ``filtered`` (the conflicting samples that agree with the majority fabricated
+profile, ``benchmark/consistency.py``). Its remedies (issue 18) subclass it: ``surgery.py``
+(gradient-level) and ``honesty.py`` (anchors).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .base import Method, MethodOutput, nll_per_token, param, register
 
 @dataclass
 class CFTParams:
-    corpus: str = param("conflicting", "counterfactual corpus: conflicting (RWKU's) or consistent")
+    corpus: str = param("conflicting", "counterfactual corpus: conflicting (RWKU's), consistent or filtered")
 
 
 @register
