@@ -21,7 +21,9 @@ as one sequence whose labels are its own tokens:
   ``sum p (log p - mu)^2``, which does not lose precision in float32 when the distribution is flat),
   then the mean of the lowest k-fraction (Min-K%++).
   The lowest k-fraction holds ``max(1, int(k x n_scored))`` tokens (RWKU's ``int(...)`` alone gives an
-  empty slice, and a NaN mean, for texts shorter than 1/k tokens).
+  empty slice, and a NaN mean, for texts shorter than 1/k tokens): a departure from RWKU's code kept
+  on purpose under both evaluation protocols, listed in ``protocol.RWKU.departures``. Every other
+  MIA rule is the same under both protocols.
 
 With ICU, RWKU scored the text with its unlearning instruction prepended (``icu_prefix``), the zlib
 length included; ``icu_target`` does the same.
