@@ -176,7 +176,7 @@ def test_json_matches_documented_schema(run_dir):
     assert s["config"]["methods"] == ["ga", "cft-sft"] and s["config"]["training"]["lr"] == 5.0e-5
     assert s["columns"] == list(RWKU_COLUMNS) + list(RWKUPLUS_COLUMNS)
     assert set(s) == {"format", "version", "benchmark", "model", "protocol", "config", "subject", "columns", "n_units",
-                      "n_ok", "n_failed", "n_pending", "rows", "failed", "pending"}
+                      "n_ok", "n_failed", "n_pending", "rows", "failed", "pending", "utility_columns"}
     assert s["subject"] is None  # the model is not a subject model (tests/test_bad_input.py: one that is)
     for row in s["rows"]:
         assert {"method", "method_id", "setting", "corpus", "n_units", "n_targets", "n_seeds", "n_failed",

@@ -56,12 +56,19 @@ summary.json (stable format, version 1)
          "costs": {"tokens_trained": {"mean": ..., "std": ..., "n": ...}, ...},
          "trajectory": [{"checkpoint": 0, "step": 0, "n": 4, "FE": ..., "UR": ..., ...}, ...],
          "diagnostics": [{"checkpoint": 0, "step": 0, "n": 4, "conflict_ratio": ...,
-                          "same_attribute.conflict_ratio": ..., ...}, ...]},
+                          "same_attribute.conflict_ratio": ..., ...}, ...],
+         "domains": {"unrelated": {"n_units": 4, "n_targets": 2, "n_items": 19, "accuracy": ..., "hr": ...,
+                                   "abstention": ..., "before_hr": ...,
+                                   "dHR": {"estimate": ..., "low": ..., "high": ...}}, ...},
+         "at_fe": {"0.5": {"n_units": 4, "n_reached": 3, "step": {"mean", "std", "n"}, "UR": {...}, ...},
+                   "0.8": {...}}},                  # report/comparisons.py
         ...
       ],
       "failed": [{"unit_id": ..., "method": <label>, "method_id": ..., "setting": ..., "target": ...,
                   "seed": ..., "reason": "..."}, ...],
-      "pending": ["<unit_id>", ...]          # unit folders without a result.json yet
+      "pending": ["<unit_id>", ...],         # unit folders without a result.json yet
+      "utility_columns": {"Gen": {"informative": true, "reason": "...", "mean": ..., "low": ..., "high": ...,
+                                  "floor": 25.0, "n": 50}, ...}       # null when not recorded
     }
 
 Every row's ``metrics`` has every name of ``columns`` (``mean`` null where no unit measured it),
@@ -146,6 +153,8 @@ class UnitResult:
     trajectory: list[dict] = field(default_factory=list)
     diagnostics: list[dict] = field(default_factory=list)
     protocol: str | None = None  # the evaluation protocol its result names
+    domains: dict[str, Any] = field(default_factory=dict)  # spillover by domain (report/comparisons.py)
+    utility_columns: dict[str, Any] | None = None  # the informativeness rule's verdicts (rwkuplus.informative)
 
     @property
     def ok(self) -> bool:
@@ -235,6 +244,7 @@ def read_unit(folder: Path) -> UnitResult:
         status=status, reason=reason, metrics=metrics, costs=_dict_field(obj, "costs", path),
         trajectory=_list_of_dicts(obj, "trajectory", path), diagnostics=_list_of_dicts(obj, "diagnostics", path),
         protocol=_optional_str(obj, "protocol", path),
+        domains=_dict_field(obj, "domains", path), utility_columns=_dict_field(obj, "utility_columns", path) or None,
     )
 
 
@@ -377,6 +387,14 @@ def _aggregate_row(key: tuple[str, str | None], units: list[UnitResult], failed:
     if any(scores):
         for name in TRAJECTORY_SCORES:
             metrics[name] = mean_std(s.get(name) for s in scores)
+    from .comparisons import domain_rows, equal_forgetting_metrics, equal_forgetting_rows
+
+    domains = domain_rows(ok)
+    for domain, d in domains.items():  # the interval over targets, then items (not the mean of the units')
+        if f"dHR {domain}" in metrics:
+            metrics[f"dHR {domain}"]["ci"] = [d["dHR"]["low"], d["dHR"]["high"]]
+    at_fe = equal_forgetting_rows(ok)
+    metrics.update(equal_forgetting_metrics(at_fe))
     cost_names = list(dict.fromkeys(k for u in ok for k, v in u.costs.items() if _is_number(v)))
     targets = sorted({u.target for u in ok if u.target is not None})
     seeds = sorted({u.seed for u in ok if u.seed is not None}, key=lambda s: (str(type(s)), s))
@@ -388,6 +406,7 @@ def _aggregate_row(key: tuple[str, str | None], units: list[UnitResult], failed:
         "costs": {k: mean_std(u.costs.get(k) for u in ok) for k in cost_names},
         "trajectory": mean_checkpoints([u.trajectory for u in ok]),
         "diagnostics": mean_checkpoints([u.diagnostics for u in ok]),
+        "domains": domains, "at_fe": at_fe,
     }
 
 
@@ -437,7 +456,14 @@ def summarize_run(run: Run) -> dict:
         "n_units": len(run.units), "n_ok": sum(u.ok for u in run.units), "n_failed": len(failed),
         "n_pending": len(run.pending),
         "rows": rows, "failed": failed, "pending": list(run.pending),
+        "utility_columns": _utility_columns(run.units),
     }
+
+
+def _utility_columns(units: list[UnitResult]) -> dict | None:
+    from .comparisons import utility_columns
+
+    return utility_columns(units)
 
 
 def run_protocol(run: Run) -> str | None:
@@ -518,6 +544,9 @@ def to_markdown(summary: dict) -> str:
     if not summary["rows"]:
         lines.append("| (no finished units) |" + " |" * (len(header) - 1))
     lines.append("")
+    from .comparisons import markdown as comparisons_markdown
+
+    lines += comparisons_markdown(summary)
     if summary["failed"]:
         lines += [f"## Failed units ({summary['n_failed']})", "", "| Unit | Method | Setting | Target | Seed | Reason |",
                   "|:---|:---|:---|:---|---:|:---|"]
