@@ -48,6 +48,7 @@ class Unit:
     setting: str
     targets: tuple[str, ...]
     seed: int
+    sequential: bool = False  # target_mode sequential: the targets forgotten one after another
 
     @property
     def label(self) -> str:
@@ -64,11 +65,14 @@ class Unit:
         target = _slug("+".join(self.targets)) if len(self.targets) < 4 else f"batch{len(self.targets)}"
         setting = self.setting if self.trains else "none"
         seed = f"s{self.seed}" if self.trains else "s-"
+        if self.sequential:
+            target = f"seq{len(self.targets)}-" + _slug("+".join(t[:12] for t in self.targets))[:60]
         return f"{method}__{setting}__{target}__{seed}"
 
     def to_json(self) -> dict:
         return {"method": self.method, "label": self.label, "setting": self.setting if self.trains else "none",
-                "target": " + ".join(self.targets), "targets": list(self.targets), "seed": self.seed, "corpus": self.corpus}
+                "target": " + ".join(self.targets), "targets": list(self.targets), "seed": self.seed, "corpus": self.corpus,
+                **({"sequential": True} if self.sequential else {})}
 
 
 def _slug(text: str) -> str:
@@ -85,6 +89,7 @@ def _takes_corpus(name: str) -> bool:
 def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
     """Before and ICU once per target; every trained method per setting, target (or batch) and seed."""
     groups = [(t,) for t in target_names] if config.target_mode == "single" else [tuple(target_names)]
+    sequential = config.target_mode == "sequential"  # one unit: the targets in order, each from the last
     units: list[Unit] = [Unit("before", None, "none", (t,), 0) for t in target_names]
     for entry in config.methods:
         name, _, corpus = entry.partition(":")
@@ -97,7 +102,7 @@ def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
             corpus = "conflicting"
         for seed in config.seeds:
             for setting in config.settings:
-                units += [Unit(name, corpus or None, setting, g, seed) for g in groups]
+                units += [Unit(name, corpus or None, setting, g, seed, sequential) for g in groups]
     return units
 
 
@@ -141,6 +146,7 @@ class Suite:
             # spillover by domain: the neighbor QA probes as questions, and the general-knowledge set
             self.eval_settings.related_questions = True
             self.eval_settings.unrelated_items = self.config.eval.get("unrelated_items", 0)
+            self.eval_settings.attacks = _attack_settings(self.config)
             if todo:
                 self._load(model_spec)
             bar = self._bar(len(units), len(done))
@@ -289,6 +295,8 @@ class Suite:
         utility_columns = self._utility_checks(unit)
         if unit.method != "before":
             metrics.update(self._relative(metrics, halluc_records, before, unit, utility_columns))
+        else:
+            metrics.update(self._attack_references(unit, folder))
         domains = self._domains(halluc_records, unit)
         metrics.update(_domain_metrics(domains, with_ci=True))
         costs_json = costs.to_json()
@@ -303,6 +311,8 @@ class Suite:
 
     # ------------------------------------------------------------------------------- training
     def _train(self, unit: Unit, folder: Path, before: list[dict], bar):
+        if unit.sequential:
+            return self._train_sequential(unit, folder, before, bar)
         from .methods import make_method
         from .methods.presets import default_settings
         from .training.data import build_corpora
@@ -339,6 +349,19 @@ class Suite:
         info = {**result.to_json(), "settings": settings.to_json(), "method": method.describe()}
         return result.model, info, trajectory, diagnostics, result.cost
 
+    def _train_sequential(self, unit: Unit, folder: Path, before: list[dict], bar):
+        """target_mode sequential: the unit's targets forgotten in order (``sequential.py``)."""
+        from .sequential import train_sequential
+
+        return train_sequential(self, unit, folder, before, bar)
+
+    def _attack_references(self, unit: Unit, folder: Path) -> dict:
+        """The Before unit's reference for the relearning attack: the same attack on the base model
+        (it never knew the target; only on a world whose model is its subject model)."""
+        from .sequential import base_relearning_reference
+
+        return base_relearning_reference(self, unit, folder)
+
     def _conflict_examples(self, unit: Unit):
         """The CFT unit's counterfactual items to probe at every checkpoint, labelled by attribute (world)."""
         from .diagnostics.runner import attribute_items
@@ -370,7 +393,7 @@ class Suite:
         (Gen; UR from Gen alone, none when Gen is uninformative on the benchmark)."""
         from .evaluation.answers import AnswerBook
         from .informative import informative_columns
-        from .evaluation.hallucination import evaluate_hallucination, hallucination_items
+        from .evaluation.hallucination import evaluate_hallucination, hallucination_items, hr_differences
         from .evaluation.probes import evaluate_probes, probe_prompts
         from .evaluation.utility import evaluate_utility
         from .benchmark.records import UtilitySet
@@ -399,7 +422,11 @@ class Suite:
         row = {"Forget All": forget.get("All"), "Neighbor All": neighbor.get("All"),
                "HR": halluc.get("hallucination_rate"), "Fabrication": halluc.get("fabrication_rate"),
                "Gen": _first(util, "Gen")}
-        row.update(_domain_metrics(self._domains(halluc_records, unit), with_ci=False))
+        checkpoint_domains = self._domains(halluc_records, unit)
+        row.update(_domain_metrics(checkpoint_domains, with_ci=False))
+        # each counted item's HR change, so that comparisons at equal FE can resample items (claims.py)
+        row["domain_items"] = {d: dict(zip(sorted(v["items"]), hr_differences(v["items"], d)))
+                               for d, v in checkpoint_domains.items()}
         b = _mean_metrics([x["metrics"] for x in before])
         gen = "Gen" in informative_columns(before[0].get("utility_columns") if before else None, ["Gen"])
         t = trade_off(forget_before=b.get("Forget All"), forget_after=row["Forget All"],
@@ -424,6 +451,9 @@ class Suite:
                             "Abstention": m.get("abstention_rate"), "Accuracy": m.get("accuracy"),
                             "Leaked": m.get("forget_leaked"), "Abstained": m.get("forget_abstained"),
                             "Fabricated": m.get("forget_fabricated")})
+        from .evaluation.attacks import attack_columns
+
+        metrics.update(attack_columns(result["mean"]))  # Q8/Q4 and Relearn@k Forget All (when those parts ran)
         return metrics, _hallucination_records(folder)
 
     def _before_records(self, unit: Unit) -> list[dict]:
@@ -475,6 +505,9 @@ class Suite:
                 if s.get(key):
                     out[name] = s[key]["delta"]
                     out[f"{name}_ci"] = [s[key]["low"], s[key]["high"]]
+        from .evaluation.attacks import attack_recoveries
+
+        out.update(attack_recoveries(b, metrics))  # Q8/Q4 and Relearn@k recovery against Before
         return out
 
     # ------------------------------------------------------------------------------- display
@@ -494,6 +527,14 @@ class Suite:
 
 
 _DIAGNOSTIC_EXAMPLES = 20  # counterfactual items probed per checkpoint (4 per attribute on the default world)
+
+
+def _attack_settings(config: RunConfig):
+    """The attack parts' settings of ``eval.attacks`` (None: the parts' defaults, left out of the key)."""
+    from .evaluation.attacks import AttackSettings
+
+    given = config.eval.get("attacks")
+    return None if given is None else AttackSettings.from_json(given, where="eval.attacks")
 
 
 def _targets(spec):

@@ -96,7 +96,7 @@ def domain_rows(units: list, n_boot: int = 2000, seed: int = 0) -> dict[str, dic
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if k in ("cosine_matrix", "labels", "parameters"):
+        if k in ("cosine_matrix", "labels", "parameters", "domain_items"):
             continue
         if isinstance(v, dict):
             out.update(_flat(v, f"{prefix}{k}."))

@@ -61,7 +61,10 @@ summary.json (stable format, version 1)
                                    "abstention": ..., "before_hr": ...,
                                    "dHR": {"estimate": ..., "low": ..., "high": ...}}, ...},
          "at_fe": {"0.5": {"n_units": 4, "n_reached": 3, "step": {"mean", "std", "n"}, "UR": {...}, ...},
-                   "0.8": {...}}},                  # report/comparisons.py
+                   "0.8": {...}},                   # report/comparisons.py
+         "sequence": [{"step": 1, "target": ..., "n": 1, "forget": {target: ...}, "Forget All": ...,
+                       "Neighbor All": ..., "Gen": ..., "HR": ...}, ...]},  # target_mode sequential
+                                                 # (report/attacks.py); [] otherwise
         ...
       ],
       "failed": [{"unit_id": ..., "method": <label>, "method_id": ..., "setting": ..., "target": ...,
@@ -91,6 +94,7 @@ from typing import Any, Iterable
 
 from ..errors import UserError
 from ..fileio import read_json, write_json, write_text
+from .attacks import sequence_mean
 from .subject_table import markdown as subject_markdown
 from .subject_table import subject_field
 
@@ -155,6 +159,7 @@ class UnitResult:
     protocol: str | None = None  # the evaluation protocol its result names
     domains: dict[str, Any] = field(default_factory=dict)  # spillover by domain (report/comparisons.py)
     utility_columns: dict[str, Any] | None = None  # the informativeness rule's verdicts (rwkuplus.informative)
+    sequence: list[dict] = field(default_factory=list)  # sequential unlearning's step rows (report/attacks.py)
 
     @property
     def ok(self) -> bool:
@@ -245,6 +250,7 @@ def read_unit(folder: Path) -> UnitResult:
         trajectory=_list_of_dicts(obj, "trajectory", path), diagnostics=_list_of_dicts(obj, "diagnostics", path),
         protocol=_optional_str(obj, "protocol", path),
         domains=_dict_field(obj, "domains", path), utility_columns=_dict_field(obj, "utility_columns", path) or None,
+        sequence=_list_of_dicts(_dict_field(obj, "training", path), "sequence", path),
     )
 
 
@@ -332,7 +338,7 @@ def _trajectory_scores(unit: UnitResult) -> dict[str, float | None]:
 def _flatten(d: dict, prefix: str = "") -> dict[str, float]:
     out = {}
     for k, v in d.items():
-        if k in ("cosine_matrix", "labels"):
+        if k in ("cosine_matrix", "labels", "domain_items"):  # per-item data stays in result.json
             continue
         if isinstance(v, dict):
             out.update(_flatten(v, f"{prefix}{k}."))
@@ -407,6 +413,7 @@ def _aggregate_row(key: tuple[str, str | None], units: list[UnitResult], failed:
         "trajectory": mean_checkpoints([u.trajectory for u in ok]),
         "diagnostics": mean_checkpoints([u.diagnostics for u in ok]),
         "domains": domains, "at_fe": at_fe,
+        "sequence": sequence_mean([u.sequence for u in ok]),
     }
 
 
@@ -544,9 +551,11 @@ def to_markdown(summary: dict) -> str:
     if not summary["rows"]:
         lines.append("| (no finished units) |" + " |" * (len(header) - 1))
     lines.append("")
+    from .attacks import markdown as attacks_markdown
     from .comparisons import markdown as comparisons_markdown
 
     lines += comparisons_markdown(summary)
+    lines += attacks_markdown(summary)
     if summary["failed"]:
         lines += [f"## Failed units ({summary['n_failed']})", "", "| Unit | Method | Setting | Target | Seed | Reason |",
                   "|:---|:---|:---|:---|---:|:---|"]
