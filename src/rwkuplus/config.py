@@ -18,7 +18,10 @@ Keys (all optional):
                 also for CFT's remedies (``cft-pcgrad``, ``cft-gru``, ``cft-honest``); ``before`` is
                 always evaluated.
 ``settings``    list of ``full`` / ``lora``.
-``target_mode`` ``single`` (each target from a fresh copy, results averaged) or ``batch``.
+``target_mode`` ``single`` (each target from a fresh copy, results averaged), ``batch`` (all targets
+                at once) or ``sequential`` (the targets forgotten one after another in their order, each
+                from the previous step's model; after each step every target so far is scored, plus
+                neighbor, utility and the hallucination suite: ``suite.py``).
 ``seeds``       list of ints.
 ``checkpoints`` training steps at which to evaluate along the trajectory (0 = before training).
 ``diagnostics`` record gradient-conflict measures for CFT methods at the start and at the checkpoints (bool).
@@ -31,6 +34,10 @@ Keys (all optional):
                 nonexistent, spread evenly over the list; null = all), ``unrelated_items`` (how many
                 packaged general-knowledge questions the unrelated spillover domain asks, spread
                 evenly over its subjects; 0 = none, null = all 472; default 32, one batch).
+                The attacks on the weights are the parts ``quantization`` and ``relearning``
+                (``evaluation/attacks.py``; off by default and in ``--quick``), set by ``attacks``:
+                ``quantization_bits`` ([8, 4]), ``group_size`` (32), ``relearning_steps`` ([1, 5, 20]),
+                ``relearning_lr`` (1e-4), ``relearning_batch_size`` (4), ``split_seed`` (0).
 ``preset``      training preset (``default`` or ``rwku-llama3``).
 ``protocol``    evaluation protocol (``rwkuplus.evaluation.protocol``): ``rwku`` (RWKU's own code) or
                 ``world`` (the world's adaptations for a small model), optionally with documented
@@ -55,7 +62,8 @@ from .errors import UserError
 DEFAULT_METHODS = ("before", "icu", "ga", "gd", "npo", "rt", "cft-sft:conflicting", "cft-sft:consistent",
                    "cft-dpo", "altpo", "rmu")
 QUICK_METHODS = ("before", "ga", "cft-sft:conflicting", "cft-sft:consistent")
-EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination")
+EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination", "quantization", "relearning")
+DEFAULT_EVAL_PARTS = EVAL_PARTS[:5]  # the attacks on the weights (attacks.py) are off by default
 TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "warmup_steps", "schedule",
               "weight_decay", "max_grad_norm", "max_length", "layers")
 
@@ -75,7 +83,7 @@ class RunConfig:
     # included; see the README): 12 optimizer steps per method (max_steps overrides epochs), 10 items
     # per utility set, 20 hallucination questions per kind.
     train: dict[str, dict] = field(default_factory=lambda: {"all": {"max_steps": 12}})
-    eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "parts": list(EVAL_PARTS),
+    eval: dict[str, Any] = field(default_factory=lambda: {"batch_size": 32, "parts": list(DEFAULT_EVAL_PARTS),
                                                          "utility_items": 10, "hallucination_items": 20,
                                                          "unrelated_items": 32})
     preset: str = "default"
@@ -152,8 +160,8 @@ class RunConfig:
                 fail("methods", f"entries like 'cft-sft:consistent' (corpus {', '.join(CORPUS_VARIANTS)})", m)
         if not isinstance(self.settings, list) or not self.settings or any(s not in ("full", "lora") for s in self.settings):
             fail("settings", "a non-empty list of 'full' and/or 'lora'", self.settings)
-        if self.target_mode not in ("single", "batch"):
-            fail("target_mode", "'single' or 'batch'", self.target_mode)
+        if self.target_mode not in ("single", "batch", "sequential"):
+            fail("target_mode", "'single', 'batch' or 'sequential'", self.target_mode)
         if not isinstance(self.seeds, list) or not self.seeds or not all(_is_int(s) for s in self.seeds):
             fail("seeds", "a non-empty list of integers", self.seeds)
         if not isinstance(self.checkpoints, list) or not all(_is_int(s) and s >= 0 for s in self.checkpoints):
@@ -185,9 +193,13 @@ class RunConfig:
             elif k == "unrelated_items":
                 if v is not None and (not _is_int(v) or v < 0):
                     fail(f"eval.{k}", "a non-negative integer or null", v)
+            elif k == "attacks":
+                from .evaluation.attacks import AttackSettings
+
+                AttackSettings.from_json(v, where=f"{where}: eval.attacks")
             else:
                 fail("eval", "a mapping with keys batch_size, parts, utility_items, hallucination_items, "
-                     "unrelated_items", k)
+                     "unrelated_items, attacks", k)
         defaults = RunConfig.__dataclass_fields__["eval"].default_factory()
         self.eval = {**defaults, **self.eval}  # options not given keep their defaults
         if self.preset not in ("default", "rwku-llama3"):

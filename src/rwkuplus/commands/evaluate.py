@@ -32,7 +32,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--icu", action="store_true",
                         help="in-context unlearning: put RWKU's unlearning instruction naming the target before every prompt")
     parser.add_argument("--parts", default="forget,neighbor,mia,utility,hallucination",
-                        help="comma-separated parts to run (default: forget,neighbor,mia,utility,hallucination)")
+                        help="comma-separated parts to run (default: forget,neighbor,mia,utility,hallucination; "
+                             "the attacks on the weights: quantization, relearning)")
+    parser.add_argument("--quantization-bits", metavar="LIST",
+                        help="the quantization part's weight widths, e.g. 8,4 (default 8,4)")
+    parser.add_argument("--relearning-steps", metavar="LIST",
+                        help="the relearning part's fine-tuning steps, e.g. 1,5,20 (default 1,5,20)")
     parser.add_argument("--protocol", help=PROTOCOL_HELP)
     parser.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default 32)")
     parser.add_argument("--bbh-max-new-tokens", type=int,
@@ -79,6 +84,25 @@ def _positive(value: int | None, option: str) -> None:
         raise UserError(f"{option}: expected a positive integer, got {value}.")
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{option}: expected comma-separated integers such as 8,4; got {text!r}.") from None
+
+
+def _attack_settings(args):
+    """The attack parts' settings from --quantization-bits / --relearning-steps (None = the defaults)."""
+    from ..evaluation.attacks import AttackSettings
+
+    given = {}
+    if getattr(args, "quantization_bits", None):
+        given["quantization_bits"] = _int_list(args.quantization_bits, "--quantization-bits")
+    if getattr(args, "relearning_steps", None):
+        given["relearning_steps"] = _int_list(args.relearning_steps, "--relearning-steps")
+    return AttackSettings.from_json(given, where="--") if given else None
+
+
 def run(args) -> int:
     from ..evaluation.runner import EvalSettings, evaluate_model, format_table, parse_parts
     from ..default_model import default_model
@@ -100,7 +124,7 @@ def run(args) -> int:
     lengths = {k: v for k, v in lengths.items() if v is not None}
     if lengths:
         protocol = protocol.replace(**lengths)  # recorded: rwku,bbh_max_new_tokens=...
-    settings = EvalSettings(batch_size=args.batch_size, protocol=protocol)
+    settings = EvalSettings(batch_size=args.batch_size, protocol=protocol, attacks=_attack_settings(args))
     model_spec = default_model(benchmark, args.model, args.dtype)
     model, tokenizer, spec = load_model(model_spec, dtype=args.dtype, device=args.device, adapter=args.adapter)
     model_info = {"spec": spec.spec, "path": spec.path, "fingerprint": spec.fingerprint, "adapter": args.adapter,
@@ -113,5 +137,10 @@ def run(args) -> int:
     h = result["mean"].get("hallucination")
     if h:
         print("hallucination: " + ", ".join(f"{name} {_rate(h.get(key))}" for name, key in HALLUCINATION_RATES))
+    from ..evaluation.attacks import attack_columns
+
+    attacks = attack_columns(result["mean"])
+    if attacks:
+        print("attacks: " + ", ".join(f"{k} {'-' if v is None else f'{v:.1f}'}" for k, v in attacks.items()))
     print(f"protocol: {protocol.label}; results: {args.out}/metrics.json")
     return 0

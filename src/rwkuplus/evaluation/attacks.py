@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -47,20 +47,20 @@ class AttackSettings:
     relearning_batch_size: int = 4
     split_seed: int = 0
 
-    def validate(self, where: str = "eval") -> AttackSettings:
+    def validate(self, where: str = "eval.attacks") -> AttackSettings:
         bits = list(self.quantization_bits)
         if not bits or any(not _is_int(b) or not 2 <= b <= 8 for b in bits):
-            raise UserError(f"{where}.quantization_bits: expected a non-empty list of widths from 2 to 8, got {bits!r}.")
+            raise UserError(f"{_option(where, 'quantization_bits')}: expected a non-empty list of widths from 2 to 8, got {bits!r}.")
         if not _is_int(self.group_size) or self.group_size < 1:
-            raise UserError(f"{where}.group_size: expected a positive integer, got {self.group_size!r}.")
+            raise UserError(f"{_option(where, 'group_size')}: expected a positive integer, got {self.group_size!r}.")
         steps = list(self.relearning_steps)
         if not steps or any(not _is_int(s) or s < 1 for s in steps):
-            raise UserError(f"{where}.relearning_steps: expected a non-empty list of positive integers, got {steps!r}.")
+            raise UserError(f"{_option(where, 'relearning_steps')}: expected a non-empty list of positive integers, got {steps!r}.")
         if isinstance(self.relearning_lr, bool) or not isinstance(self.relearning_lr, (int, float)) \
                 or self.relearning_lr <= 0:
-            raise UserError(f"{where}.relearning_lr: expected a positive number, got {self.relearning_lr!r}.")
+            raise UserError(f"{_option(where, 'relearning_lr')}: expected a positive number, got {self.relearning_lr!r}.")
         if not _is_int(self.relearning_batch_size) or self.relearning_batch_size < 1:
-            raise UserError(f"{where}.relearning_batch_size: expected a positive integer, "
+            raise UserError(f"{_option(where, 'relearning_batch_size')}: expected a positive integer, "
                             f"got {self.relearning_batch_size!r}.")
         self.quantization_bits = tuple(sorted(set(bits), reverse=True))
         self.relearning_steps = tuple(sorted(set(steps)))
@@ -73,14 +73,25 @@ class AttackSettings:
         return d
 
     @classmethod
-    def from_json(cls, obj: dict | None, where: str = "eval") -> AttackSettings:
+    def from_json(cls, obj: dict | None, where: str = "eval.attacks") -> AttackSettings:
+        if obj is not None and not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a mapping of attack settings, got {obj!r}.")
         obj = dict(obj or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(obj) - set(known))
+        if unknown:
+            raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; expected among {', '.join(known)}.")
         for k in ("quantization_bits", "relearning_steps"):
             if k in obj:
                 if not isinstance(obj[k], (list, tuple)):
                     raise UserError(f"{where}.{k}: expected a list of integers, got {obj[k]!r}.")
                 obj[k] = tuple(obj[k])
         return cls(**obj).validate(where)
+
+
+def _option(where: str, key: str) -> str:
+    """The name of a setting in an error: ``eval.attacks.relearning_steps`` or ``--relearning-steps``."""
+    return "--" + key.replace("_", "-") if where == "--" else f"{where}.{key}"
 
 
 def _is_int(x) -> bool:
@@ -142,7 +153,7 @@ def quantize_model(model, bits: int, group_size: int = 32):
     else:
         for name, module in q.named_modules():
             if isinstance(module, torch.nn.Linear) and _quantized(module, name) and module.in_features % group_size:
-                raise UserError(f"eval.group_size {group_size}: {name} has {module.in_features} inputs, not a multiple; "
+                raise UserError(f"eval.attacks.group_size {group_size}: {name} has {module.in_features} inputs, not a multiple; "
                                 "choose a group size that divides the model's layer widths.")
         config = IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"), granularity=PerGroup(group_size))
     quantize_(q, config, filter_fn=_quantized)

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .. import __version__
 from ..fileio import write_text
-from . import plots, subject_table
+from . import attacks, plots, subject_table
 from .summary import (
     DIRECTION, INTERVAL_METRICS, RWKU_COLUMNS, TRAJECTORY_SCORES, Run, describe_benchmark, format_cell,
     format_number, load_run, summarize_run,
@@ -453,6 +453,8 @@ def render_report(run: Run, summary: Mapping) -> str:
         ("hallucination", "Hallucination spillover", _hallucination_section(summary, names, colors)),
         ("conflict", "Knowledge conflict: counterfactual corpora", _conflict_section(run, summary, names, colors)),
         ("cost", "Cost", _cost_section(summary, names, colors)),
+        ("attacks", "Attacks and sequential unlearning: forgotten or hidden?",
+         attacks.html_section(summary, _simple_table, _figure, _e)),
         ("failed", f"Failed units ({summary['n_failed']})", _failed_section(summary)),
     ]
     nav = "".join(f'<a href="#{key}">{_e(name.split(":")[0])}</a>' for key, name, _ in sections)
