@@ -423,3 +423,21 @@ def test_answer_book_follows_the_protocol(tiny, monkeypatch):
     assert seen["stop_at_newline"] is False and seen["stop_tokens"] == RWKU_PROBE_STOPS
     AnswerBook(model, tok, 30, 4, WORLD.probe_stop_at_newline, WORLD.probe_stop_tokens).fill(["p"])
     assert seen["stop_at_newline"] is True and seen["stop_tokens"] is None
+
+
+@pytest.mark.slow
+def test_rwku_stop_strings_on_the_smollm2_tokenizer():
+    from rwkuplus.models import DEFAULT_MODEL, load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model(DEFAULT_MODEL).path)
+    # SmolLM2's byte-level BPE: the newline is the token "Ċ" (198), "\n" and " \n" are not tokens and,
+    # like the missing "<|eot_id|>", map to the unknown token <|endoftext|> (id 0); eos is <|im_end|> (2).
+    assert tok.convert_ids_to_tokens(tok.encode("a\nb")) == ["a", "Ċ", "b"]
+    assert [tok.convert_tokens_to_ids(s) for s in RWKU_PROBE_STOPS] == [0, 0, 0]
+    assert tok.eos_token_id == 2 and tok.unk_token == "<|endoftext|>"
+
+    class NoGenerationConfig:
+        generation_config = None
+
+    assert stop_token_ids(NoGenerationConfig(), tok, RWKU_PROBE_STOPS) == [0, 2]
+    assert stop_token_ids(NoGenerationConfig(), tok) == [0, 2]  # the world's end-of-turn set: the same here
