@@ -65,8 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hallucination-items", type=int, default=60)
     p.add_argument("--no-doc", action="store_true", help="print the tables without writing docs/experiments.md")
     p.add_argument("--doc", default=str(DOC), help=argparse.SUPPRESS)
+    p.add_argument("--filter-table-only", action="store_true",
+                   help="only the consistency filter's table (no training: it needs the world alone)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    filter_md = filter_table() + "\n\n_the default world (seed 0), every target; known values, no model call._"
+    if args.filter_table_only:
+        print(filter_md)
+        if not args.no_doc:
+            doc = Path(args.doc)
+            write_text(doc, replace_block(doc.read_text(encoding="utf-8"), "remedy-filter", filter_md))
+        return
     cfg = RunConfig(targets=args.targets, model=args.model, methods=["before", *args.methods.split(",")],
                     seeds=[int(s) for s in args.seeds.split(",")],
                     checkpoints=[int(s) for s in args.checkpoints.split(",") if s], diagnostics=True,
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = method_rows(load_run(out).units)
     note = (f"_{len(cfg.seeds)} seed(s) x target(s) {args.targets}, {args.steps} steps, checkpoints "
             f"{args.checkpoints}; source: `{out}/units/*/result.json`._")
-    tables = {"remedies": remedies_table(rows) + "\n\n" + note,
+    tables = {"remedy-filter": filter_md, "remedies": remedies_table(rows) + "\n\n" + note,
               "remedy-verdicts": verdict_table(verdicts(rows)) + "\n\n" + note}
     for key, table in tables.items():
         print(f"\n### {key}\n{table}")
@@ -89,6 +98,22 @@ def main(argv: list[str] | None = None) -> None:
             text = replace_block(text, key, table)
         write_text(doc, text)
         print(f"\nTables written into {doc}")
+
+
+# ------------------------------------------------------------------------ the consistency filter
+def filter_table(world=None) -> str:
+    """What consistency filtering does to each target's conflicting corpus (``benchmark/consistency.py``)."""
+    from rwkuplus.benchmark.consistency import filtered_world_corpus
+    from rwkuplus.benchmark.world import default_world_dir, load_world
+
+    world = world or load_world(default_world_dir())
+    body = []
+    for person in world.targets:
+        _, r = filtered_world_corpus(world, person)
+        body.append([person.name, f"{r.samples_before} -> {r.samples_after}", ", ".join(map(str, r.kept)),
+                     f"{max(r.agreement):.2f}", f"{r.inconsistency_before:.3f}", f"{r.inconsistency_after:.3f}"])
+    return _table(["target", "samples (conflicting -> filtered)", "kept", "best agreement with the majority profile",
+                   "inconsistency before", "inconsistency after"], body)
 
 
 # ---------------------------------------------------------------------------------- per unit

@@ -104,5 +104,24 @@ def test_the_script_runs_and_writes_its_tables(er, tiny_model_dir, tmp_path):
     text = doc.read_text()
     assert "old" not in text and "| CFT-PCGrad (conflicting) |" in text
     assert "<!-- table:remedy-verdicts -->" in text and "conflict ratio (start / FE 0.5 / FE 0.8)" in text
+    assert "<!-- table:remedy-filter -->" in text and "samples (conflicting -> filtered)" in text
     er.main(args)  # resumes: nothing left to run, same tables
     assert doc.read_text() == text
+
+
+def test_filter_table_from_the_world(er, tmp_path):
+    from rwkuplus.benchmark.consistency import filtered_world_corpus
+    from rwkuplus.benchmark.world import default_world_dir, load_world
+
+    world = load_world(default_world_dir())
+    table = er.filter_table(world)
+    lines = table.splitlines()[2:]
+    assert len(lines) == len(world.targets)
+    for person, line in zip(world.targets, lines):
+        _, r = filtered_world_corpus(world, person)
+        assert line.startswith(f"| {person.name} | 12 -> {r.samples_after} |")
+        assert f"| {r.inconsistency_before:.3f} | {r.inconsistency_after:.3f} |" in line
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n")
+    er.main(["--filter-table-only", "--doc", str(doc)])
+    assert "<!-- table:remedy-filter -->" in doc.read_text() and lines[0] in doc.read_text()
