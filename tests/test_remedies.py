@@ -367,3 +367,24 @@ def test_remedies_train_on_the_default_model_at_their_presets(name):
     nll = [row["stats"]["counterfactual_nll_per_token"] for row in result.log]
     assert nll[-1] < nll[0]
     assert (result.cost.gradient_passes > 0) == (method_name in ("cft-pcgrad", "cft-gru"))
+
+
+def test_the_loop_back_propagates_step_loss_and_logs_the_objective(tiny_model_dir):
+    """Any method can use the hook: here one that back-propagates nothing, so no weight moves."""
+    from rwkuplus.methods.counterfactual import CFTSFT
+    from rwkuplus.models import load_model
+
+    class Frozen(CFTSFT):
+        name = "frozen-test"
+
+        def step_loss(self, model, batch, out, reference, objective, cost=None):
+            cost.gradient_passes += 1
+            return 0.0 * objective
+
+    model, tok, _ = load_model(str(tiny_model_dir), device="cpu")
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    s = TrainSettings(lr=1e-2, max_steps=2, batch_size=2, grad_accum=2, warmup_ratio=0.0, schedule="constant")
+    result = train(model, tok, Frozen(), {"counterfactual": CF}, s)
+    assert all(torch.equal(p, start[n]) for n, p in result.model.named_parameters())
+    assert all(row["loss"] > 0 and row["grad_norm"] == 0 for row in result.log)  # the log keeps the objective
+    assert result.cost.gradient_passes == 4  # called once per micro-batch

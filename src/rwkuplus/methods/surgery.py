@@ -90,6 +90,9 @@ def _gram(method, model, parts: list[tuple[str, dict, int]], project: int | None
 
     started = time.perf_counter()
     inner = unwrap(model)
+    if type(inner).__name__ == "FullyShardedDataParallel":
+        raise UserError(f"--method {method.name}: gradient surgery needs whole parameters on each process "
+                        "(DDP or one process), not FSDP's shards.")
     key = id(inner)
     if getattr(method, "_pset_key", None) != key:  # the trainable set is fixed for a run
         method._pset, method._pset_key = select_parameters(inner, "trainable"), key
