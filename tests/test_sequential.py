@@ -117,3 +117,37 @@ def test_attack_parts_in_the_suite_give_columns_and_recovery(tiny_model_dir, tmp
         _config(tmp_path, tiny_model_dir, eval={"attacks": {"relearning_steps": [0]}})
     with pytest.raises(UserError, match="unknown setting"):
         _config(tmp_path, tiny_model_dir, eval={"attacks": {"bits": [8]}})
+
+
+def test_unlearn_sequential_trains_in_order_from_the_last_model_and_resumes(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from test_unlearn_command import cli, rwku_folder
+
+    bench = rwku_folder(tmp_path / "rwku")
+    args = ["unlearn", "--method", "gd", "--benchmark", f"rwku:{bench}", "--model", tiny_model_dir, "--steps", 2,
+            "--batch-size", 2, "--lr", 1e-3, "--sequential"]
+    out = tmp_path / "seq"
+    assert cli(*args, "--out", out) == 0
+    first, second = out / "step1_1_Alice_Smith", out / "step2_2_Bob_Stone"
+    assert set(json.loads((first / "eval.json").read_text())) == {"Alice Smith"}
+    assert set(json.loads((second / "eval.json").read_text())) == {"Alice Smith", "Bob Stone"}  # every target so far
+    assert json.loads((out / "config.json").read_text())["sequential"] is True
+    key = "model.layers.0.mlp.up_proj.weight"
+    a = load_file(str(first / "model" / "model.safetensors"))[key]
+    b = load_file(str(second / "model" / "model.safetensors"))[key]
+    assert cli("unlearn", "--method", "gd", "--benchmark", f"rwku:{bench}", "--model", tiny_model_dir, "--steps", 2,
+               "--batch-size", 2, "--lr", 1e-3, "--targets", "2", "--out", tmp_path / "alone") == 0
+    alone = load_file(str(tmp_path / "alone" / "2_Bob_Stone" / "model" / "model.safetensors"))[key]
+    assert not torch.equal(b, alone)  # step 2 did not start from the original weights ...
+    start = load_file(str(Path(tiny_model_dir) / "model.safetensors"))[key]
+    assert (b - a).abs().max() < (b - start).abs().max() + 1e-12  # ... but from step 1's
+    # Resume: step 2 lost, rerun: it starts from step 1's saved model and gives the same weights.
+    shutil.rmtree(second)
+    assert cli(*args, "--out", out) == 0
+    again = load_file(str(second / "model" / "model.safetensors"))[key]
+    assert torch.allclose(again, b, atol=1e-6)
+    assert cli(*args, "--batch-target", "--out", tmp_path / "both") == 2

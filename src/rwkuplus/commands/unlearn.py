@@ -17,8 +17,9 @@ DESCRIPTION = (
     "target (single-target, each from a fresh copy of the starting model) or once for all targets "
     "(--batch-target): the unlearned model (a LoRA adapter or full weights, safetensors), the training log "
     "(train_log.jsonl, one line per step), cost counts (cost.json) and the forget/neighbor probe evaluation "
-    "(eval.json). The default model for the world benchmark is its subject model; rerunning the same command "
-    "skips finished targets."
+    "(eval.json). With --sequential the targets are unlearned in order, each from the previous step's model, "
+    "and each step's evaluation covers every target so far. The default model for the world benchmark is its "
+    "subject model; rerunning the same command skips finished targets (and steps)."
 )
 
 
@@ -34,6 +35,9 @@ def add_arguments(p) -> None:
     p.add_argument("--targets", nargs="+", metavar="TARGET",
                    help="target names or indices, e.g. 1-3 or 'Stephen King' (default: all)")
     p.add_argument("--batch-target", action="store_true", help="unlearn all chosen targets at once (merged corpora)")
+    p.add_argument("--sequential", action="store_true",
+                   help="unlearn the chosen targets one after another, in order, each from the previous target's "
+                        "model; after each step every target so far is evaluated (folders step<k>_<target>)")
     p.add_argument("--preset", default="default", help="training preset: default or rwku-llama3")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
     p.add_argument("--lora-rank", type=int, help="LoRA rank (default 8)")
@@ -134,6 +138,9 @@ def run(args) -> int:
     from ..training.loop import StartingWeights, make_accelerator, train
 
     ensure_dir(args.out, "--out", create=False)
+    sequential = getattr(args, "sequential", False)
+    if sequential and args.batch_target:
+        raise UserError("--sequential and --batch-target cannot be combined; choose one way to unlearn several targets.")
     method = build_method(args)
     settings = build_settings(args, method)
     from ..evaluation.protocol import parse_protocol, resolve_protocol
@@ -146,7 +153,8 @@ def run(args) -> int:
     out = Path(args.out)
     config = {"method": method.describe(), "settings": settings.to_json(), "model": model_spec,
               "benchmark": benchmark.source, "targets": [t.name for t in benchmark.targets],
-              "batch_target": args.batch_target, "evaluate": not args.no_eval, "protocol": protocol.label}
+              "batch_target": args.batch_target, "evaluate": not args.no_eval, "protocol": protocol.label,
+              **({"sequential": True} if sequential else {})}
     if (out / "config.json").is_file() and read_json(out / "config.json") != json.loads(json.dumps(config)):
         raise UserError(f"--out {out}: this folder holds an unlearning run with another configuration "
                         "(see its config.json); choose another --out or delete the folder.")
@@ -158,6 +166,12 @@ def run(args) -> int:
 
     units = ([("batch", [t.name for t in benchmark.targets])] if args.batch_target
              else [(unit_name(t.target.index, t.name), [t.name]) for t in benchmark.targets])
+    all_names = [t.name for t in benchmark.targets]
+    # Sequential: step k trains on target k alone and is evaluated on targets 1..k.
+    evaluated = {name: (all_names[:k + 1] if sequential else names) for k, (name, names) in enumerate(units)}
+    if sequential:
+        units = [(f"step{k + 1}_{name}", names) for k, (name, names) in enumerate(units)]
+        evaluated = {f"step{k + 1}_{name}": v for k, (name, v) in enumerate(evaluated.items())}
     # Every unit's corpora first: a missing corpus is reported before the model is even loaded.
     tokenizer = load_tokenizer(resolve_model(model_spec).path)
     corpora = {name: build_corpora(method, benchmark, names, tokenizer) for name, names in units}
@@ -167,13 +181,18 @@ def run(args) -> int:
     start = StartingWeights(model)
     n_params = parameter_count(model)
     rows = []
+    resume_from = None  # sequential: the last finished step's folder, whose model the next step starts from
     for name, names in units:
         folder = out / name
         if (folder / "done.json").is_file():
             rows.append(read_json(folder / "done.json"))
+            resume_from = folder
             if main_process:
                 print(f"{name}: already done, skipped")
             continue
+        if sequential and resume_from is not None and method.trains:
+            model = _load_step_model(model_spec, resume_from / "model", settings, device, args.dtype)
+            resume_from = None
         steps = progress.bar(None, f"{name}: training", unit="step", enabled=main_process)
         result = train(model, tokenizer, method, corpora[name], settings, accelerator=accelerator,
                        on_step=lambda row: steps.update(1))
@@ -187,18 +206,34 @@ def run(args) -> int:
             if method.trains:
                 save_model(trained, tokenizer, folder / "model")
             if not args.no_eval:
-                row["evaluation"] = evaluate_unit(trained, tokenizer, benchmark, names, method.icu, folder,
+                row["evaluation"] = evaluate_unit(trained, tokenizer, benchmark, evaluated[name], method.icu, folder,
                                                   args.batch_size_eval, protocol)
             write_json(folder / "done.json", row)  # last: marks the unit finished
             print(_row_text(row))
         accelerator.wait_for_everyone()
         rows.append(row)
-        model = start.restore(trained.unload() if hasattr(trained, "peft_config") else trained)
+        if sequential:
+            model = trained  # the next target starts from this one
+        else:
+            model = start.restore(trained.unload() if hasattr(trained, "peft_config") else trained)
         model.eval()
     if main_process:
         write_json(out / "summary.json", rows)
         print(f"results: {out}")
     return 0
+
+
+def _load_step_model(model_spec: str, saved: Path, settings, device: str, dtype: str):
+    """A sequential run resumed: the model a finished step saved (full weights, or the starting model with
+    the step's LoRA adapter, trained on by the next step)."""
+    from ..models import load_model
+
+    if settings.mode == "lora":
+        model, _, _ = load_model(model_spec, device=device, dtype=dtype, adapter=str(saved))
+    else:
+        model, _, _ = load_model(str(saved), device=device, dtype=dtype)
+    model.eval()
+    return model
 
 
 def evaluate_unit(model, tokenizer, benchmark, names: list[str], icu: bool, folder: Path, batch_size: int,
