@@ -196,3 +196,42 @@ def test_unjoinable_caches_fall_back_to_one_group(sharp, monkeypatch):
     monkeypatch.setattr(generation, "_join_caches", refuse)
     assert generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=16) == expected
     assert calls == [2]  # tried once, then every batch runs as one group
+
+
+def test_a_reserved_cache_grows_in_place_and_equals_the_plain_cache(tiny):
+    import copy
+
+    from rwkuplus.evaluation.generation import reserve_cache
+
+    model, tok = tiny
+    ids = torch.tensor(tok(["Alice Smith was born in", "The quick brown fox jumps"], add_special_tokens=False,
+                           padding=True).input_ids)
+    with torch.no_grad():
+        plain = model(input_ids=ids, use_cache=True).past_key_values
+    reserved = copy.deepcopy(plain)
+    assert reserve_cache(reserved, 4)
+    buffer = reserved.layers[0].buffers[0].data_ptr()
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        for i in range(len(plain.layers)):
+            k = torch.randn(plain.layers[i].keys.shape[:-2] + (1, plain.layers[i].keys.shape[-1]), generator=g)
+            v = torch.randn_like(k)
+            plain.update(k, v, i)
+            reserved.update(k, v, i)
+        if step == 1:  # a row leaves the batch
+            plain.batch_select_indices(torch.tensor([1]))
+            reserved.batch_select_indices(torch.tensor([1]))
+            buffer = reserved.layers[0].buffers[0].data_ptr()
+        assert reserved.layers[0].buffers[0].data_ptr() == buffer  # written in place, no copy per step
+    for a, b in zip(plain.layers, reserved.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    assert reserved.get_seq_length() == plain.get_seq_length()
+    # Past the reservation it still grows (as the plain cache does).
+    for i in range(len(plain.layers)):
+        k = torch.randn(1, plain.layers[i].keys.shape[1], 3, plain.layers[i].keys.shape[-1])
+        plain.update(k, k, i)
+        reserved.update(k, k, i)
+    plain.batch_select_indices(torch.tensor([0]))
+    reserved.batch_select_indices(torch.tensor([0]))
+    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+               for a, b in zip(plain.layers, reserved.layers))

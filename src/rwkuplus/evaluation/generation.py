@@ -286,7 +286,9 @@ def _reserved_layer_class():
         def update(self, key_states, value_states, *args, **kwargs):
             n = key_states.shape[-2]
             if self.used + n > self.buffers[0].shape[-2]:  # beyond the reservation: grow as usual
-                return super().update(key_states, value_states, *args, **kwargs)
+                self.buffers = list(super().update(key_states, value_states, *args, **kwargs))
+                self.used = self.buffers[0].shape[-2]
+                return self.keys, self.values
             for buf, x in zip(self.buffers, (key_states, value_states)):
                 buf[..., self.used: self.used + n, :] = x
             self.used += n
