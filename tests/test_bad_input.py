@@ -84,13 +84,17 @@ def data(tmp_path_factory):
     # The tiny model stands in for the converted default model (the subject key needs its fingerprint).
     shutil.copytree(tiny, home / "models" / "smollm2-135m-instruct")
     _write(home / "models" / "smollm2-135m-instruct" / "converted.json", {"source": "tiny"})
+    before = os.environ.get("RWKUPLUS_HOME")
     os.environ["RWKUPLUS_HOME"] = str(home)
     try:
         from rwkuplus.benchmark.world import default_world_dir
 
         default_world_dir()
     finally:
-        del os.environ["RWKUPLUS_HOME"]
+        if before is None:
+            del os.environ["RWKUPLUS_HOME"]
+        else:
+            os.environ["RWKUPLUS_HOME"] = before
     return {"root": root, "tiny": tiny, "pickle": pickle, "remote": remote, "bad_config": bad_config,
             "truncated": truncated, "rwku": rwku, "malformed": malformed, "missing_file": missing_file,
             "not_rwku": not_rwku, "wrong_type": wrong_type, "file": a_file, "home": home}
