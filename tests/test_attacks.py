@@ -189,3 +189,53 @@ def test_both_attack_parts_through_evaluate_model_with_records(tiny, tmp_path):
     with pytest.raises(UserError, match="different evaluation"):
         evaluate_model(model, tok, bench(), tmp_path, parts=["relearning"], settings=other, model_info=info,
                        progress=False)
+
+
+# ------------------------------------------------------------------------- the findings script
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "experiment_attacks.py"
+    spec = importlib.util.spec_from_file_location("experiment_attacks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _unit(run, unit_id, method, label, q_scores, r_scores):
+    """A finished unit with hand-made records: q_scores {precision: [score per probe]}, r_scores {step: [...]}."""
+    from rwkuplus.fileio import write_json, write_jsonl
+
+    folder = run / "units" / unit_id
+    write_json(folder / "result.json", {"status": "ok", "unit": {"method": method, "label": label}, "metrics": {}})
+    q = [{"prompt": f"q{i}", "score": s, "kind": "FB", "precision": p}
+         for p, scores in q_scores.items() for i, s in enumerate(scores)]
+    r = [{"prompt": f"r{i}", "score": s, "kind": "QA", "steps": k} for k, scores in r_scores.items()
+         for i, s in enumerate(scores)]
+    write_jsonl(folder / "eval" / "1_Alice" / "quantization.jsonl", q)
+    write_jsonl(folder / "eval" / "1_Alice" / "relearning.jsonl", r)
+
+
+def test_findings_table_from_hand_made_records(tmp_path):
+    script = _script()
+    ones, zeros = [1.0] * 10, [0.0] * 10
+    _unit(tmp_path, "before__none__Alice__s-", "before", "Before", {"full": ones, "int8": ones, "int4": ones},
+          {0: ones, 5: ones})
+    # GA: forgets everything, 4-bit quantization brings all of it back, relearning half of it.
+    _unit(tmp_path, "ga__full__Alice__s0", "ga", "GA", {"full": zeros, "int8": zeros, "int4": ones},
+          {0: zeros, 5: [1.0] * 5 + [0.0] * 5})
+    # RT: forgets nothing (no verdict about recovery).
+    _unit(tmp_path, "rt__full__Alice__s0", "rt", "RT", {"full": ones, "int8": ones, "int4": ones}, {0: ones, 5: ones})
+    table, results = script.findings_table(tmp_path, n_boot=200)
+    ga = results["GA"]
+    assert ga["Q8"]["recovery"] == pytest.approx(0.0) and ga["Q4"]["recovery"] == pytest.approx(1.0)
+    assert ga["Relearn@5"]["recovery"] == pytest.approx(0.5) and ga["Relearn@5"]["low"] < 0.5 < ga["Relearn@5"]["high"]
+    assert script.verdict(ga["Q8"], 10) == "gone" and script.verdict(ga["Q4"], 10) == "hidden"
+    assert script.verdict(ga["Relearn@5"], 10) == "partly"
+    assert script.verdict(results["RT"]["Q4"], 10) == "did not forget" and results["RT"]["Q4"]["recovery"] is None
+    header = table.splitlines()[0]
+    assert header.index("Q8") < header.index("Q4") < header.index("Relearn@5")
+    assert "| GA | 100.0 -> 0.0 | 0.00 [0.00, 0.00] (0.0; gone) | 1.00 [1.00, 1.00] (100.0; hidden) |" in table
+    text = script.replace_block("intro\n<!-- table:attacks -->\nold\n<!-- /table:attacks -->\nend\n", "attacks", "new")
+    assert text == "intro\n<!-- table:attacks -->\nnew\n<!-- /table:attacks -->\nend\n"

@@ -79,7 +79,12 @@ def test_rmu_trains_only_down_proj_of_its_layers_and_moves_toward_the_direction(
 
 def test_rmu_is_registered_with_checked_params(tiny):
     assert "rmu" in method_names("unlearning")
-    assert make_method("rmu").params.layer == 7
+    auto = make_method("rmu")
+    assert auto.steered_layer(30) == 7 and auto.updated_layers(30) == [5, 6, 7]  # WMDP's choice on deep models
+    assert auto.steered_layer(2) == 0 and auto.updated_layers(2) == [0]  # the tiny model: the layer before the last
+    model, _ = tiny
+    assert steered_parameters(model, auto) == ["model.layers.0.mlp.down_proj.weight"]
+    assert make_method("rmu", layer=7, update_layers="6-7").updated_layers(2) == [6, 7]  # given: kept as given
     with pytest.raises(UserError, match="steering_coeff"):
         make_method("rmu", steering_coeff=0)
     with pytest.raises(UserError, match="after the steered layer"):

@@ -211,9 +211,9 @@ class Method:
         """Weight of each loss part in the objective (absent = 1)."""
         return {}
 
-    def trainable_parameter(self, name: str) -> bool:
-        """Whether the loop may train the parameter ``name`` in full and layers modes (RMU trains only a
-        few layers' MLP); every parameter by default. LoRA adapters ignore it."""
+    def trainable_parameter(self, name: str, model=None) -> bool:
+        """Whether the loop may train the parameter ``name`` of ``model`` in full and layers modes (RMU
+        trains only a few layers' MLP); every parameter by default. LoRA adapters ignore it."""
         return True
 
     def forward(self, model, batch: dict[str, dict], reference: Reference | None) -> MethodOutput:

@@ -14,7 +14,8 @@ weights train instead. Tokens are all non-padding tokens of the text (the origin
 every position of its fixed-length batches; here padding is left out).
 
 Defaults for SmolLM2-135M-Instruct (30 layers, hidden 576): layer 7 and layers 5-7, as the
-original; c = 200 because this model's layer-7 hidden states are large (RMS 7.2 per unit, norm
+original (``layer`` -1 and ``update_layers`` auto: a model of fewer than 9 layers, such as the
+tests' tiny one, steers the layer before its last and trains it and the two before it); c = 200 because this model's layer-7 hidden states are large (RMS 7.2 per unit, norm
 ~170, on the world's text), so a control vector of WMDP's size (6.5) is near the origin and barely
 moves them; alpha = 100 (the retain MSE starts at 0); learning rate 5e-3 (presets.py) because only
 three weight matrices train for the default suite's 12 steps. Checked on the base model with the
@@ -36,11 +37,18 @@ from .base import Method, MethodOutput, Reference, param, register, unwrap
 
 @dataclass
 class RMUParams:
-    layer: int = param(7, "decoder layer whose output hidden state is steered (0-based)")
-    update_layers: str = param("5-7", "layers whose mlp.down_proj weights are trained (inclusive ranges)")
+    layer: int = param(-1, "decoder layer whose output hidden state is steered (0-based); -1 = 7, or the one "
+                           "before the last in a model of fewer than 9 layers")
+    update_layers: str = param("auto", "layers whose mlp.down_proj weights are trained (inclusive ranges); auto = "
+                                       "the steered layer and the two before it")
     steering_coeff: float = param(200.0, "c: the forget activations are pushed toward c * u (u a random unit vector)")
     alpha: float = param(100.0, "weight of the retain activation MSE")
     direction_seed: int = param(0, "seed of the fixed random direction u")
+
+
+def num_layers(model) -> int | None:
+    config = getattr(unwrap(model), "config", None)
+    return getattr(config, "num_hidden_layers", None)
 
 
 def layer_hidden_states(model, enc: dict, layer: int) -> torch.Tensor:
@@ -82,14 +90,14 @@ class RMU(Method):
     def validate(self):
         super().validate()
         p = self.params
-        if p.layer < 0:
-            raise UserError(f"--param layer: expected a layer index >= 0, got {p.layer}.")
+        if p.layer < -1:
+            raise UserError(f"--param layer: expected a layer index >= 0 (or -1, auto), got {p.layer}.")
         if p.steering_coeff <= 0:
             raise UserError(f"--param steering_coeff: expected c > 0, got {p.steering_coeff}.")
         if p.alpha < 0:
             raise UserError(f"--param alpha: expected a retain weight >= 0, got {p.alpha}.")
-        layers = parse_layers(p.update_layers)
-        if layers is not None and max(layers) > p.layer:
+        layers = None if p.update_layers == "auto" else parse_layers(p.update_layers)
+        if layers is not None and p.layer >= 0 and max(layers) > p.layer:
             raise UserError(f"--param update_layers {p.update_layers}: layers after the steered layer {p.layer} "
                             "cannot change its activations.")
         self._direction: torch.Tensor | None = None
@@ -97,12 +105,25 @@ class RMU(Method):
     def part_weights(self):
         return {"retain": self.params.alpha}
 
-    def trainable_parameter(self, name: str) -> bool:
+    def steered_layer(self, n_layers: int | None) -> int:
+        """The steered layer: ``layer``, or for -1 layer 7 (WMDP's), the one before the last when the
+        model has fewer than 9 layers."""
+        if self.params.layer >= 0:
+            return self.params.layer
+        return 7 if n_layers is None or n_layers >= 9 else max(0, n_layers - 2)
+
+    def updated_layers(self, n_layers: int | None) -> list[int] | None:
+        if self.params.update_layers == "auto":
+            layer = self.steered_layer(n_layers)
+            return list(range(max(0, layer - 2), layer + 1))
+        return parse_layers(self.params.update_layers)
+
+    def trainable_parameter(self, name: str, model=None) -> bool:
         """Only ``mlp.down_proj`` of ``update_layers`` (the loop asks this in full and layers modes)."""
         m = re.search(r"(?:^|\.)layers\.(\d+)\.mlp\.down_proj\.", name)
         if m is None:
             return False
-        layers = parse_layers(self.params.update_layers)
+        layers = self.updated_layers(num_layers(model) if model is not None else None)
         return layers is None or int(m.group(1)) in layers
 
     def control(self, hidden: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -113,7 +134,7 @@ class RMU(Method):
 
     def forward(self, model, batch, reference: Reference | None = None) -> MethodOutput:
         parts, stats = {}, {}
-        layer = self.params.layer
+        layer = self.steered_layer(num_layers(model))
         if "forget" in batch:
             enc = batch["forget"]
             h = layer_hidden_states(model, enc, layer)
@@ -136,4 +157,4 @@ class RMU(Method):
 
 def steered_parameters(model, method: Method) -> list[str]:
     """The names of the parameters ``method`` trains in full mode (for ``rwkuplus methods`` and tests)."""
-    return [n for n, _ in unwrap(model).named_parameters() if method.trainable_parameter(n)]
+    return [n for n, _ in unwrap(model).named_parameters() if method.trainable_parameter(n, model)]

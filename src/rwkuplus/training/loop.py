@@ -266,7 +266,7 @@ def train(
     model = prepare_model(model, settings)
     if settings.mode != "lora":  # a method may train only some parameters (RMU)
         for n, p in model.named_parameters():
-            if p.requires_grad and not method.trainable_parameter(n):
+            if p.requires_grad and not method.trainable_parameter(n, model):
                 p.requires_grad_(False)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
