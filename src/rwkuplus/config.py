@@ -94,10 +94,13 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
         path = Path(path)
+        if not path.exists() and str(path) in packaged_experiments():  # e.g. --config hidden-costs
+            path = packaged_experiments()[str(path)]
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UserError(f"--config {path}: file not found.") from None
+            names = ", ".join(sorted(packaged_experiments())) or "none"
+            raise UserError(f"--config {path}: file not found (packaged experiments: {names}).") from None
         except yaml.YAMLError as e:
             raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]}).") from None
         if data is None:
@@ -221,6 +224,14 @@ class RunConfig:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def packaged_experiments() -> dict[str, Path]:
+    """The experiment configurations shipped with the package (``data/experiments/<name>.yaml``), by name."""
+    from importlib import resources
+
+    folder = resources.files("rwkuplus").joinpath("data/experiments")
+    return {f.name[:-5]: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")} if folder.is_dir() else {}
 
 
 def world_seed(benchmark: str) -> int:

@@ -124,6 +124,8 @@ class Suite:
     def _run_locked(self) -> dict:
         from .evaluation.runner import EvalSettings
 
+        if isinstance(self.config.benchmark, list):
+            return self._run_worlds()
         self._check_config_unchanged()
         handler = logging.FileHandler(self.out / "run.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -171,6 +173,23 @@ class Suite:
             logging.getLogger("rwkuplus").removeHandler(handler)
             handler.close()
 
+    def _run_worlds(self) -> dict:
+        """A run over several worlds (``benchmark: [world:0, world:1, ...]``): one ordinary run folder per
+        world, ``<out>/world-<SEED>/`` (each resumable and locked on its own), then the claims table over
+        all of them in ``<out>`` (``claims.json``, ``claims.md``). Returns ``{"worlds": {world: summary},
+        "claims": table}``."""
+        from .claims import write_claims
+        from .config import world_seed
+
+        self._check_config_unchanged()
+        summaries, folders = {}, []
+        for b in self.config.benchmark:
+            folder = self.out / f"world-{world_seed(b)}"
+            self._say(f"== {b}: {folder}")
+            summaries[b] = Suite(self.config.replace(benchmark=b), folder, self.progress).run()
+            folders.append(folder)
+        return {"worlds": summaries, "claims": write_claims(folders, self.out)}
+
     # --------------------------------------------------------------------------- preparation
     def _check_config_unchanged(self) -> None:
         path = self.out / "config.yaml"
@@ -199,6 +218,8 @@ class Suite:
                 self._say("Building or reusing the subject model (knowledge injection of the world)...")
                 model_spec = str(ensure_subject(DEFAULT_MODEL, world_config, progress=self.progress,
                                                 dtype=config.dtype))
+                self._say(f"model: the world's subject model, {model_spec} (the default on the world; "
+                          "--model or the configuration's 'model' chooses another)")
             else:
                 model_spec = config.model
         _cap_utility(benchmark, config.eval.get("utility_items"))

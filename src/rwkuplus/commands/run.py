@@ -65,6 +65,12 @@ def run(args) -> int:
     out = Path(args.out or ("runs/quick" if args.quick else "runs/default"))
     summary = Suite(config, out, progress=not args.quiet).run()
     print(f"\nRun folder: {out}")
+    if isinstance(config.benchmark, list):  # a run over several worlds: one run folder each, the claims here
+        print((out / "claims.md").read_text(encoding="utf-8"))
+        from ..config import world_seed
+
+        print("Per world: " + ", ".join(str(out / f"world-{world_seed(b)}" / "report.html") for b in config.benchmark))
+        return 0 if summary is not None else 1
     md = out / "summary.md"
     if md.is_file():
         print(md.read_text(encoding="utf-8"))

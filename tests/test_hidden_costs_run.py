@@ -1,0 +1,65 @@
+"""The hidden-costs experiment's wiring end to end on the tiny random model: a run over two worlds,
+spillover by domain at every checkpoint, comparisons at equal forgetting, the claims table."""
+
+import json
+
+import yaml
+
+from rwkuplus.cli import main
+from rwkuplus.config import RunConfig, packaged_experiments
+
+
+def test_packaged_experiment_configuration_is_valid():
+    config = RunConfig.from_yaml("hidden-costs")
+    assert config.benchmark == ["world:0", "world:1", "world:2"] and config.targets == "all"
+    assert config.checkpoints == [2, 4, 6, 8, 10, 12] and config.diagnostics
+    assert {"ga", "gd", "npo", "rt", "cft-sft:conflicting", "cft-sft:consistent", "cft-dpo"} <= set(config.methods)
+    assert "hidden-costs" in packaged_experiments()
+
+
+def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
+    config = {
+        "benchmark": ["world:0", "world:1"], "model": str(tiny_model_dir), "targets": "1",
+        "methods": ["before", "ga", "cft-sft:conflicting", "cft-sft:consistent"], "checkpoints": [1, 2],
+        "diagnostics": False,
+        "train": {"all": {"max_steps": 2, "batch_size": 2, "max_length": 64}},
+        "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination"], "utility_items": 4,
+                 "hallucination_items": 4, "unrelated_items": 6},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    for world in ("world-0", "world-1"):
+        assert (out / world / "summary.json").is_file()
+        assert yaml.safe_load((out / world / "config.yaml").read_text())["benchmark"] == f"world:{world[-1]}"
+    ga = json.loads(next((out / "world-1" / "units").glob("ga__*/result.json")).read_text())
+    # the unrelated domain asked 6 general-knowledge questions; only those the Before unit got right count
+    before = json.loads(next((out / "world-1" / "units").glob("before__*/result.json")).read_text())
+    records = [json.loads(line) for p in (out / "world-1" / "units").glob("before__*/eval/*/hallucination.jsonl")
+               for line in p.read_text().splitlines()]
+    unrelated = [r for r in records if r["kind"] == "unrelated"]
+    related = [r for r in records if r["kind"] == "related"]
+    assert len(unrelated) == 6 and related and all(r["source"] == "neighbor" for r in related)
+    known = sum(r["grade"] == "correct" for r in unrelated)
+    assert before["domains"].get("unrelated", {}).get("n", 0) == known
+    assert set(ga["domains"]) >= {"same", "related", "nonexistent"}
+    assert ga["metrics"]["dHR related"] == ga["domains"]["related"]["dHR"]
+    assert len(ga["metrics"]["dHR related_ci"]) == 2
+    # every checkpoint carries the domains, and each counted item's HR change
+    for row in ga["trajectory"]:
+        assert "dHR same" in row and set(row["domain_items"]) == set(ga["domains"])
+        assert len(row["domain_items"]["same"]) == row["Items same"]
+    summary = json.loads((out / "world-1" / "summary.json").read_text())
+    row = next(r for r in summary["rows"] if r["method_id"] == "ga")
+    assert set(row["at_fe"]) == {"0.5", "0.8"} and row["at_fe"]["0.5"]["n_units"] == 1
+    assert row["domains"]["same"]["n_items"] == ga["domains"]["same"]["n"]
+    assert "## Spillover by domain" in (out / "world-1" / "summary.md").read_text()
+    claims = json.loads((out / "claims.json").read_text())
+    assert len(claims["worlds"]) == 2 and claims["units"] == {w: 4 for w in claims["worlds"]}
+    assert {r["verdict"] for r in claims["rows"]} <= {"supported", "mixed", "not supported", "not measured"}
+    assert (out / "claims.md").is_file()
+    # a rerun resumes: every unit is finished, nothing is recomputed
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("world-*/units/*/result.json")}
+    assert main(["run", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("world-*/units/*/result.json")} == stamps
