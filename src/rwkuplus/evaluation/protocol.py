@@ -136,7 +136,8 @@ class Protocol:
     fluency_stop_tokens: tuple[str, ...] | None
     # (rule, what this protocol does instead of RWKU's code, and why); not part of the numbers.
     departures: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False, repr=False)
-    base: str = ""  # the named protocol this one is a variant of ("" for the named ones)
+    # the named protocol this one is a variant of ("" for the named ones); equal rules, equal protocols
+    base: str = dataclasses.field(default="", compare=False)
 
     @property
     def label(self) -> str:
