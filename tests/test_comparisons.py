@@ -6,6 +6,7 @@ from rwkuplus.report.comparisons import (
     domain_rows,
     equal_forgetting_metrics,
     equal_forgetting_rows,
+    html_section,
     markdown,
     target_items,
     unit_checkpoints,
@@ -98,3 +99,16 @@ def test_utility_columns_and_markdown():
     assert "| GA | full | same | 1 |" in text
     assert "| GA | full | 0.8 | 0/1 |" in text and "| GA | full | 0.5 | 1/1 |" in text
     assert markdown({"rows": []}) == []
+
+
+def test_html_section_renders_the_same_tables():
+    from rwkuplus.report.html import _e, _simple_table
+
+    summary = {"utility_columns": {"Rea": {"informative": False, "reason": "Before 0.0 <at> its floor"}}, "rows": [
+        {"method": "NPO", "setting": "full", "domains": {},
+         "at_fe": equal_forgetting_rows([unit(trajectory=[{"step": 2, "FE": 0.9, "UR": 0.5}])])}]}
+    html = html_section(summary, _simple_table, _e)
+    assert "<h3>Utility columns on this benchmark</h3>" in html and "Left out of UR: Rea." in html
+    assert "&lt;at&gt;" in html  # escaped
+    assert "<h3>At equal forgetting</h3>" in html and "Spillover by domain" not in html
+    assert "no spillover" in html_section({"rows": []}, _simple_table, _e)

@@ -178,47 +178,68 @@ def _ms(stat: dict | None, digits: int = 2) -> str:
     return text
 
 
-def markdown(summary: dict) -> list[str]:
-    """The three sections' Markdown lines (empty when the run measured none of them)."""
-    lines: list[str] = []
+def tables(summary: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """The three sections as ``(title, intro, header, rows)``, for the Markdown and the HTML report (none
+    for what the run did not measure)."""
+    out = []
     checks = summary.get("utility_columns")
     if checks:
         bad = [c for c, v in checks.items() if not v.get("informative")]
-        lines += ["## Utility columns on this benchmark", "",
-                  "A column counts in UR only when the Before model is clearly above its floor and its 95% "
-                  "interval is narrower than 10 points (`rwkuplus.informative`). "
-                  + (f"Left out of UR: {', '.join(bad)}." if bad else "Every column counts."), "",
-                  "| column | informative | why |", "|:---|:---|:---|"]
-        lines += [f"| {c} | {'yes' if v.get('informative') else 'no'} | {v.get('reason', '')} |" for c, v in checks.items()]
-        lines.append("")
+        out.append(("Utility columns on this benchmark",
+                    "A column counts in UR only when the Before model is clearly above its floor and its 95% "
+                    "interval is narrower than 10 points (rwkuplus.informative). "
+                    + (f"Left out of UR: {', '.join(bad)}." if bad else "Every column counts."),
+                    ["column", "informative", "why"],
+                    [[c, "yes" if v.get("informative") else "no", str(v.get("reason", ""))] for c, v in checks.items()]))
     rows = [r for r in summary["rows"] if r.get("domains")]
     if rows:
-        lines += ["## Spillover by domain", "",
-                  "Per domain: accuracy, HR (for nonexistent people: fabrication) and abstention after "
-                  "unlearning, Before's HR, and dHR with its 95% hierarchical-bootstrap interval (targets, then "
-                  "items). Unrelated counts only the general-knowledge items the Before model answers correctly.",
-                  "", "| Method | Setting | domain | items | accuracy | HR | abstention | HR before | dHR [95% CI] |",
-                  "|:---|:---|:---|---:|---:|---:|---:|---:|---:|"]
+        body = []
         for r in rows:
             for domain, d in r["domains"].items():
                 ci = d["dHR"]
-                lines.append(f"| {r['method']} | {r['setting'] or '–'} | {domain} | {d['n_items']} | "
-                             f"{_f(d['accuracy'])} | {_f(d['hr'])} | {_f(d['abstention'])} | {_f(d['before_hr'])} | "
-                             f"{_f(ci['estimate'])} [{_f(ci['low'])}, {_f(ci['high'])}] |")
-        lines.append("")
+                body.append([r["method"], r["setting"] or "–", domain, str(d["n_items"]), _f(d["accuracy"]), _f(d["hr"]),
+                             _f(d["abstention"]), _f(d["before_hr"]),
+                             f"{_f(ci['estimate'])} [{_f(ci['low'])}, {_f(ci['high'])}]"])
+        out.append(("Spillover by domain",
+                    "Per domain: accuracy, HR (for nonexistent people: fabrication) and abstention after unlearning, "
+                    "Before's HR, and dHR with its 95% hierarchical-bootstrap interval (targets, then items). "
+                    "Unrelated counts only the general-knowledge items the Before model answers correctly.",
+                    ["Method", "Setting", "domain", "items", "accuracy", "HR", "abstention", "HR before", "dHR [95% CI]"],
+                    body))
     rows = [r for r in summary["rows"] if r.get("at_fe")]
     if rows:
-        lines += ["## At equal forgetting", "",
-                  "Each trained unit's checkpoints read at FE = 0.5 and 0.8 by linear interpolation; mean ± std "
-                  "over the units that reach the level (reached = k/n; a unit that never reaches it is left out, "
-                  "– when none does). Steps: the training step where FE first reaches the level.", "",
-                  "| Method | Setting | FE | reached | steps | UR | NR | HS | dHR same | dHR related | dHR unrelated | "
-                  "dFabrication | conflict ratio |", "|:---|:---|---:|---:|" + "---:|" * 9]
+        body = []
         for r in rows:
             for level, a in r["at_fe"].items():
-                lines.append(f"| {r['method']} | {r['setting'] or '–'} | {level} | {a['n_reached']}/{a['n_units']} | "
-                             f"{_ms(a['step'], 1)} | {_ms(a['UR'])} | {_ms(a['NR'])} | {_ms(a['HS'])} | "
-                             f"{_ms(a['dHR same'], 3)} | {_ms(a['dHR related'], 3)} | {_ms(a['dHR unrelated'], 3)} | "
-                             f"{_ms(a['dHR nonexistent'], 3)} | {_ms(a['conflict_ratio'], 3)} |")
+                body.append([r["method"], r["setting"] or "–", level, f"{a['n_reached']}/{a['n_units']}",
+                             _ms(a["step"], 1), _ms(a["UR"]), _ms(a["NR"]), _ms(a["HS"]), _ms(a["dHR same"], 3),
+                             _ms(a["dHR related"], 3), _ms(a["dHR unrelated"], 3), _ms(a["dHR nonexistent"], 3),
+                             _ms(a["conflict_ratio"], 3)])
+        out.append(("At equal forgetting",
+                    "Each trained unit's checkpoints read at FE = 0.5 and 0.8 by linear interpolation; mean ± std over "
+                    "the units that reach the level (reached = k/n; a unit that never reaches it is left out, – when "
+                    "none does). Steps: the training step where FE first reaches the level.",
+                    ["Method", "Setting", "FE", "reached", "steps", "UR", "NR", "HS", "dHR same", "dHR related",
+                     "dHR unrelated", "dFabrication", "conflict ratio"], body))
+    return out
+
+
+def markdown(summary: dict) -> list[str]:
+    """The three sections' Markdown lines (empty when the run measured none of them)."""
+    lines: list[str] = []
+    for title, intro, header, rows in tables(summary):
+        first_numeric = 3 if header[0] == "Method" else 99
+        lines += [f"## {title}", "", intro, "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join(":---" if k < first_numeric else "---:" for k in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
         lines.append("")
     return lines
+
+
+def html_section(summary: dict, simple_table, escape) -> str:
+    """The three sections for the HTML report (``report/html.py``'s table helper and escaping)."""
+    parts = []
+    for title, intro, header, rows in tables(summary):
+        parts.append(f"<h3>{escape(title)}</h3><p>{escape(intro)}</p>"
+                     + simple_table(header, rows, numeric_from=3 if header[0] == "Method" else 99))
+    return "".join(parts) or "<p>This run measured no spillover by domain, no trajectory and no utility check.</p>"

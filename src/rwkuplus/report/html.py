@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .. import __version__
 from ..fileio import write_text
-from . import attacks, plots, subject_table
+from . import attacks, comparisons, plots, subject_table
 from .summary import (
     DIRECTION, INTERVAL_METRICS, RWKU_COLUMNS, TRAJECTORY_SCORES, Run, describe_benchmark, format_cell,
     format_number, load_run, summarize_run,
@@ -451,6 +451,7 @@ def render_report(run: Run, summary: Mapping) -> str:
         ("summary", "Summary", _summary_section(summary)),
         ("tradeoff", "Trade-off: forgetting against what it costs", _tradeoff_section(summary, names, colors)),
         ("hallucination", "Hallucination spillover", _hallucination_section(summary, names, colors)),
+        ("equal-fe", "By domain and at equal forgetting", comparisons.html_section(summary, _simple_table, _e)),
         ("conflict", "Knowledge conflict: counterfactual corpora", _conflict_section(run, summary, names, colors)),
         ("cost", "Cost", _cost_section(summary, names, colors)),
         ("attacks", "Attacks and sequential unlearning: forgotten or hidden?",
