@@ -291,4 +291,9 @@ def verdict_table(items: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from rwkuplus.errors import UserError
+
+    try:
+        main()
+    except UserError as e:  # a user's mistake: one sentence, no traceback
+        sys.exit(f"error: {e}")

@@ -28,6 +28,10 @@ retain micro-batch) when they conflict, g_f' = g_f - min(0, <g_f, g_r>) / ||g_r|
 update is g_f' + retain_weight g_r. The 2 x 2 Gram of the two mean gradients takes one engine
 pass; the loss back-propagated is l_f + (retain_weight - c) l_r with c = min(0, <g_f, g_r>) / ||g_r||^2.
 It treats the forget-retain conflict, not the conflict among the counterfactual samples.
+
+Scope: the surgery is within one MICRO-batch, ``batch_size / (processes x grad_accum)`` samples (the
+default preset: 4): with gradient accumulation or DDP each micro-batch is treated on its own and the
+results are summed as usual. FSDP is refused (the Gram engine needs whole parameters).
 """
 
 from __future__ import annotations
