@@ -49,6 +49,7 @@ REMEDIES = {"CFT-SFT (consistent)": "reference", "CFT-SFT (filtered)": "conflict
             "CFT-GRU (conflicting)": "retention"}  # GRU treats the forget-retain conflict: NR/UR
 AT_KEYS = ("NR", "UR", "HS", "HTS", "dHR", "dFabrication", "conflict_ratio", "same_attribute_conflict_ratio")
 END_KEYS = ("FE", "NR", "UR", "HS", "HTS", "dHR", "dFabrication")
+ALONG_KEYS = ("conflict_ratio", "same_attribute_conflict_ratio", "FE", "dHR")
 COST_KEYS = ("tokens_trained", "estimated_flops", "wall_seconds", "gradient_passes", "gradient_seconds")
 
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     note = (f"_{len(cfg.seeds)} seed(s) x target(s) {args.targets}, {args.steps} steps, checkpoints "
             f"{args.checkpoints}; source: `{out}/units/*/result.json`._")
     tables = {"remedy-filter": filter_md, "remedies": remedies_table(rows) + "\n\n" + note,
+              "remedy-conflict": along_table(rows) + "\n\n" + note,
               "remedy-verdicts": verdict_table(verdicts(rows)) + "\n\n" + note}
     for key, table in tables.items():
         print(f"\n### {key}\n{table}")
@@ -150,7 +152,7 @@ def unit_record(unit: UnitResult, before: dict) -> dict:
     end["conflict_ratio_last"] = last[-1]["conflict_ratio"] if last else None
     end["same_attribute_conflict_ratio_last"] = last[-1].get("same_attribute_conflict_ratio") if last else None
     costs = {k: unit.costs.get(k) for k in COST_KEYS}
-    return {"label": unit.label, "levels": levels, "end": end, "costs": costs}
+    return {"label": unit.label, "levels": levels, "end": end, "costs": costs, "points": points}
 
 
 def method_rows(units: list[UnitResult]) -> list[dict]:
@@ -175,6 +177,9 @@ def method_rows(units: list[UnitResult]) -> list[dict]:
         row["end"]["dHR_ci"] = cis[0] if len(cis) == 1 else None  # one unit: its interval; several: see std
         for k in COST_KEYS:
             row["costs"][k] = mean_std(r["costs"][k] for r in recs)
+        steps = sorted({p["step"] for r in recs for p in r["points"]})
+        row["along"] = [{"step": s, **{k: mean_std(p.get(k) for r in recs for p in r["points"] if p["step"] == s)
+                                      for k in ALONG_KEYS}} for s in steps]
         rows.append(row)
     order = {m: i for i, m in enumerate([PLAIN, "CFT-SFT (consistent)", *REMEDIES])}
     return sorted(rows, key=lambda r: (order.get(r["label"], len(order)), r["label"]))
@@ -217,6 +222,17 @@ def remedies_table(rows: list[dict]) -> str:
                   _big(c.get("estimated_flops")), _cell(c.get("wall_seconds"), 0), _cell(c.get("gradient_passes"), 0)]
         body.append(cells)
     return _table(header, body)
+
+
+def along_table(rows: list[dict]) -> str:
+    """The conflict measures along training (mean over seeds at each checkpoint step), with FE and dHR there."""
+    body = []
+    for r in rows:
+        if not any(_mean(p["conflict_ratio"]) is not None for p in r["along"]):
+            continue  # no counterfactual corpus: no conflict probes
+        for p in r["along"]:
+            body.append([r["label"], f"{p['step']:g}"] + [_cell(p[k]) for k in ALONG_KEYS])
+    return _table(["method", "step", "conflict ratio", "same-attribute conflict ratio", "FE", "dHR"], body)
 
 
 def _big(stat: dict | None) -> str:

@@ -64,6 +64,9 @@ def test_values_at_equal_forgetting(er):
     assert honest["levels"]["0.5"]["step"]["mean"] == pytest.approx(4 + 4 * 2 / 3)
     assert rows["CFT-SFT (conflicting)"]["end"]["conflict_ratio_start"]["mean"] == pytest.approx(0.1)
     assert rows["CFT-SFT (conflicting)"]["end"]["dHR_ci"] == [0.1, 0.4]
+    along = er.along_table(list(rows.values()))
+    assert "| CFT-SFT (conflicting) | 4 | 0.30 | 0.20 | 0.40 | 0.10 |" in along  # dHR 0.2 - 0.1
+    assert "| CFT-Honest (conflicting) | 4 | n/a | n/a | 0.30 | 0.00 |" in along  # no probe at step 4
 
 
 def test_verdicts_follow_the_rules(er):
