@@ -264,6 +264,11 @@ CASES = [
     ("subject: model folder missing", lambda d, t: ["subject", "--model", t / "no_model"], ["--model", "no_model"]),
     ("subject: remote-code model", lambda d, t: ["subject", "--model", d["remote"]], ["--model", "auto_map"]),
     ("subject: epochs not a number", lambda d, t: ["subject", "--epochs", "three"], ["--epochs", "three"]),
+    # rwkuplus claims
+    ("claims: --n-boot 0", lambda d, t: ["claims", d["rwku"], "--n-boot", "0"], ["--n-boot"]),
+    ("claims: not a run folder", lambda d, t: ["claims", d["rwku"]], ["rwku", "not a run folder"]),
+    ("claims: run.json not JSON", lambda d, t: ["claims", _write(t / "run" / "run.json", "{oops").parent],
+     ["run.json", "not valid JSON"]),
     # rwkuplus methods and the command line itself
     ("methods: unknown option", lambda d, t: ["methods", "--format", "yaml"], ["--format"]),
     ("cli: unknown command", lambda d, t: ["frobnicate"], ["frobnicate"]),
