@@ -9,7 +9,7 @@ import yaml
 from rwkuplus.config import RunConfig
 from rwkuplus.errors import UserError
 from rwkuplus.fileio import read_json
-from rwkuplus.suite import Suite, Unit, plan_units
+from rwkuplus.suite import Suite, plan_units
 
 
 def _config(tmp_path: Path, model_dir: Path, **over) -> RunConfig:
