@@ -63,3 +63,7 @@ def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("world-*/units/*/result.json")}
     assert main(["run", "--config", str(path), "--out", str(out), "--quiet"]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("world-*/units/*/result.json")} == stamps
+    # the report of a run over several worlds rebuilds every world's tables and the claims
+    (out / "claims.md").unlink()
+    assert main(["report", str(out), "--no-html"]) == 0
+    assert (out / "claims.md").is_file() and "world-0" in capsys.readouterr().out

@@ -13,13 +13,27 @@ DESCRIPTION = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (the --out of 'rwkuplus run')")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (the --out of 'rwkuplus run'; for a run "
+                        "over several worlds, its folder: every world's report and the claims table)")
     parser.add_argument("--no-html", action="store_true", help="write only the summary files, not report.html")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..report import rebuild
 
+    folder = Path(args.run_dir)
+    worlds = sorted(p for p in folder.glob("world-*/") if (p / "run.json").is_file())
+    if not (folder / "run.json").is_file() and worlds:  # a run over several worlds: each, then the claims
+        from ..claims import write_claims
+
+        for world in worlds:
+            for path in rebuild(world, html=not args.no_html).values():
+                print(path)
+        write_claims(worlds, folder)
+        print(f"{folder / 'claims.json'}\n{folder / 'claims.md'}")
+        return 0
     paths = rebuild(args.run_dir, html=not args.no_html)
     for path in paths.values():
         print(path)
