@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiment_hidden_costs import DOC, _fmt, _table, replace_block  # noqa: E402
 
 from rwkuplus.config import RunConfig  # noqa: E402
+from rwkuplus.errors import UserError  # noqa: E402
 from rwkuplus.fileio import write_text  # noqa: E402
 from rwkuplus.report.summary import UnitResult, load_run, mean_std  # noqa: E402
 from rwkuplus.suite import Suite  # noqa: E402
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoints", default="2,4,6,8,10,12", help="steps at which every unit is evaluated")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (before is added)")
     p.add_argument("--model", default=None, help="model spec (default: the world's subject model)")
+    p.add_argument("--benchmark", default="world", help="world (default) or world:SEED (another world)")
     p.add_argument("--utility-items", type=int, default=20)
     p.add_argument("--hallucination-items", type=int, default=60)
     p.add_argument("--no-doc", action="store_true", help="print the tables without writing docs/experiments.md")
@@ -70,14 +72,18 @@ def main(argv: list[str] | None = None) -> None:
                    help="only the consistency filter's table (no training: it needs the world alone)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    filter_md = filter_table() + "\n\n_the default world (seed 0), every target; known values, no model call._"
+    if args.benchmark != "world" and not (args.benchmark.startswith("world:") and args.benchmark[6:].isdigit()):
+        raise UserError(f"--benchmark {args.benchmark}: expected world or world:SEED (the filter needs known values).")
+    seed = int(args.benchmark[6:]) if ":" in args.benchmark else 0
+    filter_md = (filter_table(_world(seed))
+                 + f"\n\n_the world of seed {seed}, every target; known values, no model call._")
     if args.filter_table_only:
         print(filter_md)
         if not args.no_doc:
             doc = Path(args.doc)
             write_text(doc, replace_block(doc.read_text(encoding="utf-8"), "remedy-filter", filter_md))
         return
-    cfg = RunConfig(targets=args.targets, model=args.model, methods=["before", *args.methods.split(",")],
+    cfg = RunConfig(benchmark=args.benchmark, targets=args.targets, model=args.model, methods=["before", *args.methods.split(",")],
                     seeds=[int(s) for s in args.seeds.split(",")],
                     checkpoints=[int(s) for s in args.checkpoints.split(",") if s], diagnostics=True,
                     train={"all": {"max_steps": args.steps}},
@@ -103,12 +109,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # ------------------------------------------------------------------------ the consistency filter
+def _world(seed: int):
+    from rwkuplus.benchmark.world import WorldConfig, default_world_dir, load_world
+
+    return load_world(default_world_dir(WorldConfig(seed=seed)))
+
+
 def filter_table(world=None) -> str:
     """What consistency filtering does to each target's conflicting corpus (``benchmark/consistency.py``)."""
     from rwkuplus.benchmark.consistency import filtered_world_corpus
-    from rwkuplus.benchmark.world import default_world_dir, load_world
 
-    world = world or load_world(default_world_dir())
+    world = world or _world(0)
     body = []
     for person in world.targets:
         _, r = filtered_world_corpus(world, person)
@@ -307,8 +318,6 @@ def verdict_table(items: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    from rwkuplus.errors import UserError
-
     try:
         main()
     except UserError as e:  # a user's mistake: one sentence, no traceback
