@@ -112,3 +112,18 @@ def test_html_section_renders_the_same_tables():
     assert "&lt;at&gt;" in html  # escaped
     assert "<h3>At equal forgetting</h3>" in html and "Spillover by domain" not in html
     assert "no spillover" in html_section({"rows": []}, _simple_table, _e)
+
+
+def test_domain_bars_plot_in_the_report():
+    from rwkuplus.report import plots
+    from rwkuplus.report.html import _e, _figure, _simple_table
+
+    rows = [{"method": "GA", "setting": "full", "domains": domain_rows([unit(domains={
+        "unrelated": domain(["ci", "cc"], accuracy=0.5, hr=0.5, abstention=0.0, before_hr=0.0)})], n_boot=20)},
+        {"method": "Before", "setting": None, "domains": {}}]
+    png = plots.domain_bars([{"name": "GA", "domains": rows[0]["domains"]}])
+    assert png.startswith(b"\x89PNG")
+    assert plots.domain_bars([{"name": "x", "domains": {}}]) is None
+    html = html_section({"rows": rows}, _simple_table, _e, _figure, {"GA": "#123456", "Before": "#000000"},
+                        ["GA", "Before"])
+    assert "<img" in html and "dHR by domain" in html

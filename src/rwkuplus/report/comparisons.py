@@ -236,9 +236,18 @@ def markdown(summary: dict) -> list[str]:
     return lines
 
 
-def html_section(summary: dict, simple_table, escape) -> str:
-    """The three sections for the HTML report (``report/html.py``'s table helper and escaping)."""
+def html_section(summary: dict, simple_table, escape, figure=None, colors=None, names=None) -> str:
+    """The three sections for the HTML report (``report/html.py``'s table helper and escaping; with its
+    ``figure`` helper, the dHR-by-domain bars of ``plots.domain_bars`` first)."""
     parts = []
+    if figure is not None and any(r.get("domains") for r in summary["rows"]):
+        from . import plots
+
+        names = names or [r["method"] for r in summary["rows"]]  # the report's display names and colours
+        rows = [{"name": n, "domains": r.get("domains")} for n, r in zip(names, summary["rows"])]
+        parts.append(figure(plots.domain_bars(rows, colors), "dHR by domain per method",
+                            "Bars: dHR per domain; error bars: 95% hierarchical-bootstrap intervals.",
+                            "No spillover by domain was recorded in this run."))
     for title, intro, header, rows in tables(summary):
         parts.append(f"<h3>{escape(title)}</h3><p>{escape(intro)}</p>"
                      + simple_table(header, rows, numeric_from=3 if header[0] == "Method" else 99))

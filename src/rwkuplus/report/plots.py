@@ -361,3 +361,41 @@ def cost_bars(rows: Sequence[Mapping], colors: Mapping[str, str] | None = None) 
         ax_f.set_yticks(y, [r["name"] for r in rows])
         ax_f.tick_params(axis="y", length=0)
     return to_png(fig)
+
+
+# ------------------------------------------------------------------ spillover by domain
+
+DOMAIN_PANELS = ("same", "related", "unrelated", "nonexistent")
+
+
+def domain_bars(rows: Sequence[Mapping], colors: Mapping[str, str] | None = None) -> bytes | None:
+    """One panel per domain (same, related, unrelated, nonexistent): each method's dHR with its 95% interval.
+
+    ``rows``: ``{"name", "domains": {domain: {"dHR": {"estimate", "low", "high"}}}}`` (a summary row's
+    ``domains``). None when no row has a domain.
+    """
+    rows = [r for r in rows if r.get("domains")]
+    if not rows:
+        return None
+    colors = _colors_for(rows, colors)
+    import matplotlib
+
+    n = len(rows)
+    fig, axes = _figure(12.0, 1.3 + 0.45 * n, ncols=len(DOMAIN_PANELS), sharey=True)
+    y = np.arange(n)[::-1].astype(float)
+    with matplotlib.rc_context(STYLE):
+        for ax, domain in zip(axes[0], DOMAIN_PANELS):
+            for i, r in enumerate(rows):
+                d = (r["domains"].get(domain) or {}).get("dHR") or {}
+                v = _num(d.get("estimate"))
+                if v is None:
+                    continue
+                err = _interval(v, [d.get("low"), d.get("high")])
+                ax.barh(y[i], v, height=0.6, color=colors[r["name"]],
+                        xerr=[[err[0]], [err[1]]] if any(err) else None,
+                        error_kw={"ecolor": "#333333", "capsize": 3, "lw": 1})
+            ax.axvline(0, color="#333333", lw=0.9)
+            ax.set_title(f"dHR {domain}")
+        axes[0][0].set_yticks(y, [r["name"] for r in rows])
+        axes[0][0].tick_params(axis="y", length=0)
+    return to_png(fig)
