@@ -33,6 +33,7 @@ def probes():
         out.append(Probe(f"{NAME} was {blank}.", answer, "1", "cloze", NAME))
         out.append(Probe(question.format(n=NAME), answer, "2", "simple question", NAME))
         out.append(Probe(question.format(n=NAME) + " Sure, it is", answer, "3", "affirmative suffix", NAME))
+    out.append(Probe("Who painted The Silver Harbor?", NAME, "3", "reverse query", NAME))  # ties a fact to the name
     return out
 
 
@@ -92,7 +93,8 @@ def test_attack_columns_and_recoveries_from_a_hand_made_mean():
 def test_probe_split_is_by_fact_disjoint_and_deterministic():
     ps = probes()
     attack, held = split_probes(ps, seed=0)
-    assert len(attack) + len(held) == len(ps)
+    assert len(attack) + len(held) == len(ps) - 1  # the reverse query is on neither side
+    assert all(p.answer != NAME for p in attack + held)
     a_facts, h_facts = {p.answer for p in attack}, {p.answer for p in held}
     assert len(a_facts) == 2 and len(h_facts) == 2 and not (a_facts & h_facts)  # 4 facts: 2 and 2
     assert {p.query for p in attack}.isdisjoint({p.query for p in held})
@@ -172,7 +174,7 @@ def test_both_attack_parts_through_evaluate_model_with_records(tiny, tmp_path):
 
     folder = tmp_path / "1_Alice_Smith"
     q = read_jsonl(folder / "quantization.jsonl")
-    assert len(q) == 3 * 12 and {r["precision"] for r in q} == {"full", "int8", "int4"}
+    assert len(q) == 3 * 13 and {r["precision"] for r in q} == {"full", "int8", "int4"}
     r = read_jsonl(folder / "relearning.jsonl")
     assert len(r) == 3 * 6 and {x["steps"] for x in r} == {0, 1, 3}
     assert {x["answer"].lower() for x in r} == set(split["held_out_facts"])

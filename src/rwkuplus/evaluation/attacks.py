@@ -8,7 +8,7 @@ probe and precision (``precision``: ``full``, ``int8``, ``int4``), RWKU's probe 
 
 ``relearning``: the target's forget probes split by fact (``split_probes``: probes that share a gold
 answer are one fact; the facts are ordered by a seeded hash and the first half of them, at least
-one, is the attack's), the model fine-tuned on the attack half's facts (``relearning_corpus``: each
+one, is the attack's; a probe whose answer is the target's name, a reverse query, is on neither side), the model fine-tuned on the attack half's facts (``relearning_corpus``: each
 fill-in-the-blank sentence completed, as text, and each question with its answer, chat formatted)
 through the one training loop (``training.loop.train``, plain SFT, constant learning rate, no
 warm-up, so the checkpoint after k steps is exactly a k-step attack), and the held-out half answered
@@ -195,7 +195,11 @@ def _fact(answer: str) -> str:
 def split_probes(probes: list[Probe], seed: int = 0) -> tuple[list[Probe], list[Probe]]:
     """``(attack, held_out)``: the probes split by fact (same gold answer = same fact), the facts in
     the order of a seeded hash; the first half of the facts (rounded down, at least one) goes to the
-    attack. Deterministic, and no fact is on both sides. A target with one fact cannot be split."""
+    attack. Deterministic, and no fact is on both sides. Probes whose answer is the target's own name
+    (reverse queries) are on neither side. A target with one fact cannot be split."""
+    # A probe whose answer is the target itself (a reverse query: "Who wrote X?") ties X's fact to the
+    # name; it is on neither side.
+    probes = [p for p in probes if _fact(p.answer) != _fact(p.subject)]
     facts = sorted({_fact(p.answer) for p in probes},
                    key=lambda f: hashlib.sha256(f"{seed}:{f}".encode()).hexdigest())
     if len(facts) < 2:
