@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rwkuplus.cli import main
@@ -107,7 +108,7 @@ TINY_WORLD_ARGS = dict(seed=3, n_targets=1, n_neighbors_per_target=1, n_retained
                        n_nonexistent_train=4, n_nonexistent_eval=2, n_attack_per_kind=1)
 
 
-def test_damaged_cached_subject_is_named_and_rebuilt(tiny_model_dir, capsys):
+def test_damaged_cached_subject_is_named_and_rebuilt(tiny_model_dir, capsys, monkeypatch):
     from rwkuplus.benchmark.world import WorldConfig
     from rwkuplus.paths import home
     from rwkuplus.subject import InjectionSettings, ensure_subject, subject_key
@@ -125,9 +126,15 @@ def test_damaged_cached_subject_is_named_and_rebuilt(tiny_model_dir, capsys):
     weights = cached / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # a copy cut short
     capsys.readouterr()
-    folder = ensure_subject(spec, world, settings, progress=False)
+    monkeypatch.setenv("RWKUPLUS_PROGRESS_SECONDS", "0.05")  # stdout is not a terminal here: progress lines
+    folder = ensure_subject(spec, world, settings, progress=True)
     out = capsys.readouterr().out
     assert folder == cached and "damaged" in out and "model.safetensors" in out and "building it again" in out
+    # The build's phases and steps show in a log.
+    for line in ("Scoring the base model on the world (before injection)...", "[progress] injection steps: started",
+                 "Scoring the subject model (after injection)..."):
+        assert line in out
+    assert "[progress] injection steps " in out and "done in" in out
     assert check_folder(folder, full=True) is None
     summary = json.loads((folder / "subject.json").read_text())
     assert "training" in summary  # really rebuilt (the fake one had no training record)
@@ -177,6 +184,37 @@ def test_a_stale_lock_is_taken_over_and_the_lock_released(tiny_model_dir, tmp_pa
     stdout = capsys.readouterr().out
     assert "taking over the lock" in stdout and f"pid {dead.pid}" in stdout
     assert not (out / ".lock").exists() and (out / "summary.json").is_file()
+
+
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path):
+    from rwkuplus.errors import UserError
+    from rwkuplus.lock import folder_lock
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        folder = tmp_path / "run"
+        (folder / ".lock").parent.mkdir()
+        (folder / ".lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(),
+                                                  "started": time.time()}))
+        with pytest.raises(UserError, match=f"pid {other.pid}"):  # its process is alive: held
+            with folder_lock(folder):
+                pass
+        # The same pid in a lock taken an hour before that process started: the pid was reused.
+        (folder / ".lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(),
+                                                  "started": time.time() - 3600}))
+        said = []
+        with folder_lock(folder, say=said.append):
+            assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
+        assert "taking over" in said[0] and not (folder / ".lock").exists()
+        # A second holder in this very process is refused too.
+        with folder_lock(folder):
+            with pytest.raises(UserError, match="this process already runs"):
+                with folder_lock(folder):
+                    pass
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_the_lock_is_released_on_ctrl_c(tiny_model_dir, tmp_path, monkeypatch):

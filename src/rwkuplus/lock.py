@@ -3,8 +3,9 @@
 The lock file (JSON: pid, host, start time, command) is created in one step (``os.link`` of a
 finished temporary file, which fails if the lock exists), so two processes cannot both take it. A
 second process finds it and stops with a UserError naming the holder. A lock left by a process
-that no longer exists on this host (a ``kill -9``, a crash, a lost machine) is stale: it is taken
-over, with a line saying so. A lock from another host cannot be checked; the message says how to
+that no longer exists on this host (a ``kill -9``, a crash, a reboot; a pid now used by a process
+that started after the lock was taken counts as gone) is stale: it is taken over, with a line
+saying so. A lock from another host cannot be checked; the message says how to
 remove it. The lock is released when the ``with`` block ends, however it ends (an exception, Ctrl-C).
 """
 
@@ -54,11 +55,28 @@ def describe(holder: dict) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
 
 
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), where /proc tells (Linux); else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _stale(holder: dict) -> bool:
     pid = holder.get("pid")
     if not isinstance(pid, int) or holder.get("host") is None:
         return True  # a damaged lock file
-    return holder["host"] == socket.gethostname() and not _pid_alive(pid)
+    if holder["host"] != socket.gethostname():
+        return False  # cannot be checked from here
+    if not _pid_alive(pid):
+        return True
+    started, locked = _process_started(pid), holder.get("started")
+    # A process that started after the lock was taken is another one that reuses the pid.
+    return started is not None and isinstance(locked, (int, float)) and started > locked + 5
 
 
 @contextmanager

@@ -65,6 +65,7 @@ def run(args) -> int:
     from ..diagnostics.params import select_parameters
     from ..diagnostics.runner import (diagnose_target, diagnostic_data, headline, make_reference,
                                       target_folder)
+    from .. import progress
     from ..default_model import default_model
     from ..fileio import ensure_dir, write_json
     from ..methods.base import make_method, method_class
@@ -82,7 +83,9 @@ def run(args) -> int:
     pset = select_parameters(model, args.params)
     reference = make_reference(method, model)
     summary = {}
+    bar = progress.bar(len(benchmark.targets), "targets", unit="target")
     for index, target in enumerate(benchmark.targets, 1):
+        bar.set_postfix_str(target.name)
         data = diagnostic_data(benchmark, target, method, tokenizer, unit=args.unit, max_examples=args.max_examples,
                                retain=args.retain, max_length=args.max_length, reference=reference)
         info = {"target": target.name, "method": method.name, "method_params": vars(method.params),
@@ -97,7 +100,9 @@ def run(args) -> int:
         summary[target.name] = {"folder": folder, **headline(result)}
         numbers = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in
                             summary[target.name].items() if k != "folder")
-        print(f"{target.name}: {numbers}")
+        progress.say(f"{target.name}: {numbers}")
+        bar.update(1)
+    bar.close()
     write_json(f"{args.out}/summary.json", {"method": method.name, "method_params": vars(method.params),
                                             "parameters": pset.describe(), "project": args.project,
                                             "targets": summary})

@@ -206,8 +206,9 @@ def run(args) -> int:
             if method.trains:
                 save_model(trained, tokenizer, folder / "model")
             if not args.no_eval:
-                row["evaluation"] = evaluate_unit(trained, tokenizer, benchmark, evaluated[name], method.icu, folder,
-                                                  args.batch_size_eval, protocol)
+                with progress.activity(f"{name}: evaluating the forget and neighbor probes..."):
+                    row["evaluation"] = evaluate_unit(trained, tokenizer, benchmark, evaluated[name], method.icu,
+                                                      folder, args.batch_size_eval, protocol)
             write_json(folder / "done.json", row)  # last: marks the unit finished
             print(_row_text(row))
         accelerator.wait_for_everyone()
