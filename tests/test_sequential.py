@@ -91,6 +91,10 @@ def test_sequential_run_scores_every_target_so_far_and_resumes(tiny_model_dir, t
 
 
 def test_attack_parts_in_the_suite_give_columns_and_recovery(tiny_model_dir, tmp_path):
+    from rwkuplus.config import quick_config
+
+    for off in (RunConfig().validate().eval["parts"], quick_config().validate().eval["parts"]):
+        assert "quantization" not in off and "relearning" not in off  # off by default and in --quick
     config = _config(tmp_path, tiny_model_dir, targets="1", target_mode="single",
                      eval={"batch_size": 8, "parts": ["forget", "quantization", "relearning"],
                            "attacks": {"quantization_bits": [8, 4], "group_size": 16, "relearning_steps": [1, 2],

@@ -231,10 +231,12 @@ def relearning_corpus(tokenizer, probes: list[Probe]) -> list[TrainExample]:
 
 
 def relearning_attack(model, tokenizer, probes: list[Probe], settings: AttackSettings, *, icu_target=None,
-                      batch_size: int = 32, max_new_tokens: int = 30, protocol=None, progress: str | None = None):
+                      batch_size: int = 32, max_new_tokens: int = 30, protocol=None, answers=None,
+                      progress: str | None = None):
     """``(records, metrics, stats)``: the held-out probes answered before the attack (step 0) and after
     each of ``settings.relearning_steps`` steps of SFT on the attack half; ``metrics["steps"][str(k)]``
-    holds the probe metrics after k steps, ``metrics["split"]`` the facts on each side."""
+    holds the probe metrics after k steps, ``metrics["split"]`` the facts on each side. ``answers``: the
+    evaluation's AnswerBook of ``model``, when shared, answers step 0 (the untouched model)."""
     from ..methods import make_method
     from ..training.loop import train
     from ..training.settings import TrainSettings
@@ -250,7 +252,8 @@ def relearning_attack(model, tokenizer, probes: list[Probe], settings: AttackSet
     def on_checkpoint(step: int, m) -> None:
         rows, metrics, s = evaluate_probes(m, tokenizer, held, icu_target, batch_size, max_new_tokens,
                                            progress=f"{progress}: step {step}" if progress else None,
-                                           return_stats=True, protocol=protocol)
+                                           return_stats=True, protocol=protocol,
+                                           answers=answers if step == 0 else None)
         records.extend({**r, "steps": step} for r in rows)
         by_step[str(step)] = metrics
         stats_box[0] = stats_box[0] + s

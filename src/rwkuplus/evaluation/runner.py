@@ -240,7 +240,7 @@ def _relearning(ctx: EvalContext) -> PartResult:
     records, metrics, stats = relearning_attack(
         ctx.model, ctx.tokenizer, ctx.target.forget_probes, _attack_settings(ctx), icu_target=ctx.icu_target,
         batch_size=ctx.settings.batch_size, max_new_tokens=ctx.settings.probe_max_new_tokens,
-        protocol=ctx.settings.protocol, progress=ctx.desc("relearning"))
+        protocol=ctx.settings.protocol, answers=_book(ctx), progress=ctx.desc("relearning"))
     return PartResult({"relearning": records}, metrics, stats)
 
 
