@@ -90,6 +90,10 @@ def data(tmp_path_factory):
         from rwkuplus.benchmark.world import default_world_dir
 
         default_world_dir()
+        config = _write(root / "finished.yaml", yaml.safe_dump({
+            "model": str(tiny), "methods": ["before"], "checkpoints": [],
+            "eval": {"batch_size": 8, "parts": ["forget"], "utility_items": 2, "hallucination_items": 2}}))
+        assert main(["run", "--config", str(config), "--out", str(root / "finished"), "--quiet"]) == 0
     finally:
         if before is None:
             del os.environ["RWKUPLUS_HOME"]
@@ -176,6 +180,11 @@ CASES = [
     ("run: pickle-only model", lambda d, t: ["run", "--model", d["pickle"], "--out", t / "r"], ["--model", "safetensors"]),
     ("run: remote-code model", lambda d, t: ["run", "--model", d["remote"], "--out", t / "r"],
      ["--model", "auto_map", "trust_remote_code"]),
+    ("run: a unit's result.json damaged", lambda d, t: _damaged_copy(
+        d, t, lambda r: _write(next(r.glob("units/*/result.json")), "{\"status\": \"ok\", ")),
+     ["result.json", "not valid JSON"]),
+    ("run: config.yaml of the folder changed", lambda d, t: _damaged_copy(
+        d, t, lambda r: _write(r / "config.yaml", "methods: [ga]\n")), ["another configuration", "config.yaml"]),
     ("run: truncated weights", lambda d, t: ["run", "--model", d["truncated"], "--out", t / "r"],
      ["--model", "damaged", "model.safetensors", "truncated"]),
     # rwkuplus evaluate
@@ -273,6 +282,13 @@ CASES = [
     ("methods: unknown option", lambda d, t: ["methods", "--format", "yaml"], ["--format"]),
     ("cli: unknown command", lambda d, t: ["frobnicate"], ["frobnicate"]),
 ]
+
+
+def _damaged_copy(d, t: Path, damage) -> list:
+    """A copy of the finished tiny run, damaged by ``damage(folder)``; argv to run it again."""
+    run = shutil.copytree(d["root"] / "finished", t / "finished")
+    damage(run)
+    return ["run", "--config", d["root"] / "finished.yaml", "--out", run, "--quiet"]
 
 
 def _corrupt_run(t: Path) -> Path:
