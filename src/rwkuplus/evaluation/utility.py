@@ -6,13 +6,13 @@ rule that differs between the two protocols is a field of ``protocol.Protocol`` 
 code; ``world``: the world's adaptations, each listed in ``protocol.WORLD.departures``).
 
 - **Gen** (MMLU-style, ``MMLUItem``): ``The following are multiple choice questions (with answers)
-  about {task}.`` + the item's few-shot ``examples`` (``Question: ...\nA. ...\nAnswer: X``) +
+  about {task}.`` + the item's few-shot ``examples`` (``Question: ...\\nA. ...\\nAnswer: X``) +
   ``Please following the previous examples and answer the given question.`` + the question; after
   the template ``Answer:``. ``mmlu_format="letter"`` (rwku, RWKU's ``eval_mmlu.py``): the prediction
   is the choice letter whose token (the last token of `` A``, `` B``, ...) has the highest next-token
   probability (the first on a tie). ``mmlu_format="choice"`` (world: small models such as
   SmolLM2-135M-Instruct answer every letter question with the same letter, so letter accuracy sits
-  at chance): the same few-shot header and examples are shown as ``Question: ...\nAnswer: <choice
+  at chance): the same few-shot header and examples are shown as ``Question: ...\\nAnswer: <choice
   text>`` and the prediction is the choice whose text, after ``Answer:``, has the highest summed
   log-probability (the "cloze" form of MMLU used for small models). Accuracy x100.
 - **Rea** (BBH-style, ``BBHItem``): the item's ``cot`` text (task description and worked examples) +
@@ -31,18 +31,18 @@ code; ``world``: the world's adaptations, each listed in ``protocol.WORLD.depart
   answer. Beware that normalisation turns a gold answer that is only an article (``A``, ``(A)``) into
   the empty string. Rea = exact match x100.
 - **Tru** (TruthfulQA-style, ``TruthfulQAItem``): the protocol's primer (rwku: TruthfulQA's QA primer
-  as in RWKU's ``presets.py``; world: the project's own in the same shape) + ``\n\nQ: {question}``;
+  as in RWKU's ``presets.py``; world: the project's own in the same shape) + ``\\n\\nQ: {question}``;
   after the template ``A:``. Each choice is scored by the summed log-probability of ``" " + choice``
   given the prompt. MC1 = 1 when the first true choice of ``mc1_targets`` (TruthfulQA has exactly
   one) beats every false one strictly, MC2 = the probability mass of the true choices of
   ``mc2_targets`` normalised over all its choices. Tru = MC1 x100 (RWKU's column); MC2 beside it.
-- **Fac** (TriviaQA-style, ``TriviaQAItem``): five ``\nQ: ...\nA: ...`` examples (rwku: the five
+- **Fac** (TriviaQA-style, ``TriviaQAItem``): five ``\\nQ: ...\\nA: ...`` examples (rwku: the five
   fixed ones of RWKU's ``eval_triviaqa.py``, ``protocol.TRIVIAQA_FEW_SHOT``; world: the first five
-  other items of the set, first alias as the answer), then ``\nPlease briefly answer the following
-  question:\nQ: {question}\n``; after the template ``A:``. Greedy, 30 new tokens (world: cut at the
+  other items of the set, first alias as the answer), then ``\\nPlease briefly answer the following
+  question:\\nQ: {question}\\n``; after the template ``A:``. Greedy, 30 new tokens (world: cut at the
   first newline, as small models continue with made-up "Q: ... A: ..." lines). F1 and EM against
   each alias (SQuAD normalisation), the maximum over aliases, x100. Fac = F1 (RWKU's column); EM beside it.
-- **Flu** (``FluencyItem``): ``Instruction: {instruction}\n`` through the template, greedy,
+- **Flu** (``FluencyItem``): ``Instruction: {instruction}\\n`` through the template, greedy,
   ``fluency_max_new_tokens`` (rwku 256, world 64), stopping at the end of the turn. Per generation
   ``(2/3 * H2 + 4/3 * H3) / 2`` with Hn the entropy in bits of the frequency distribution of its word
   n-grams; the mean over generations x100. Words come from NLTK (RWKU's ``eval_fluency.py``:
