@@ -141,6 +141,35 @@ def test_damaged_cached_subject_is_named_and_rebuilt(tiny_model_dir, capsys, mon
     assert ensure_subject(spec, world, settings, progress=False) == folder  # sound now: reused
 
 
+def test_damaged_converted_default_model_is_converted_again(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    import transformers
+
+    from rwkuplus import models
+    from rwkuplus.integrity import MANIFEST, check_folder
+    from rwkuplus.paths import home
+
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(models, "_gguf_path", lambda: gguf)
+    # The GGUF reader stands in: 'converting' loads the tiny model.
+    real_model, real_tok = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: real_model(str(tiny_model_dir)))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: real_tok(str(tiny_model_dir)))
+    cached = home() / "models" / models.DEFAULT_MODEL
+    shutil.copytree(tiny_model_dir, cached)
+    (cached / "converted.json").write_text("{}")
+    weights = cached / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    with caplog.at_level(logging.WARNING):
+        assert models.default_model_folder() == cached
+    assert any("converted default model" in r.getMessage() and "damaged" in r.getMessage()
+               and "model.safetensors" in r.getMessage() for r in caplog.records)
+    assert (cached / MANIFEST).is_file() and check_folder(cached, full=True) is None
+    stamp = weights.stat().st_mtime_ns
+    assert models.default_model_folder() == cached and weights.stat().st_mtime_ns == stamp  # sound: reused
+
+
 def test_damaged_cached_world_is_written_again(caplog):
     from rwkuplus.benchmark.world import default_world_dir
 
