@@ -295,6 +295,10 @@ def test_line_progress_beats_on_long_steps_without_flooding(monkeypatch, capsys)
     with progress.activity("Scoring the base model..."):
         pass
     assert capsys.readouterr().out.startswith("Scoring the base model...\n")
+    progress.bar(5, "left open by an error")
+    progress.close_all()  # (the command line does this when a command ends)
+    time.sleep(0.5)
+    assert "left open" not in capsys.readouterr().out.replace("[progress] left open by an error: started", "")
 
 
 # ------------------------------------------------------------------------------ 5. default model

@@ -14,7 +14,7 @@ import os
 import pkgutil
 import sys
 
-from . import __version__, commands
+from . import __version__, commands, progress
 from .errors import UserError
 
 
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rwkuplus {args.command}: interrupted; finished work is saved, rerun the same command to resume.",
               file=sys.stderr)
         return 130
+    finally:
+        progress.close_all()  # a bar left open by an error stops its heartbeat lines
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
+def close_all() -> None:
+    """End every line progress still open (one left by an exception), without its 'done' line; the
+    command line calls it when a command ends, however it ends."""
+    with _lock:
+        for p in list(_active):
+            p.close(quiet=True)
+
+
 class _Silent:
     def update(self, n: int = 1) -> None:
         pass
