@@ -34,6 +34,12 @@ def test_plan_sequential_is_one_unit_in_target_order():
         RunConfig.from_dict({"target_mode": "one-by-one"})
 
 
+def _losses(unit_dir: Path, step: int) -> list[float]:
+    from rwkuplus.fileio import read_jsonl
+
+    return [row["loss"] for row in read_jsonl(unit_dir / "sequence" / str(step) / "train_log.jsonl")]
+
+
 def _ga_unit(out: Path) -> Path:
     return next(p for p in (out / "units").iterdir() if p.name.startswith("ga__"))
 
@@ -55,6 +61,9 @@ def test_sequential_run_scores_every_target_so_far_and_resumes(tiny_model_dir, t
     assert (unit / "sequence" / "1" / "train_log.jsonl").is_file() and (unit / "sequence" / "1" / "eval").is_dir()
     assert not (unit / "sequence" / "model.safetensors").exists()  # weights dropped once finished
     assert any(r["method_id"] == "ga" and r["sequence"] for r in whole["rows"])
+    report = (tmp_path / "whole" / "report.html").read_text()
+    assert "sequential unlearning curves" in report and "data:image/png" in report
+    assert "## Sequential unlearning" in (tmp_path / "whole" / "summary.md").read_text()
 
     # Interrupted during step 2's evaluation: step 1's weights and scores stay; a rerun resumes from them.
     real = runner.evaluate_model
@@ -86,8 +95,35 @@ def test_sequential_run_scores_every_target_so_far_and_resumes(tiny_model_dir, t
     assert calls["train"] == 1  # only the second target was trained again
     resumed = read_json(cut / "result.json")
     assert resumed["training"]["sequence"] == rows
+    assert _losses(cut, 2) == pytest.approx(_losses(unit, 2), rel=1e-6)  # step 2 from step 1's saved weights
     assert resumed["metrics"]["Forget All"] == pytest.approx(result["metrics"]["Forget All"])
     assert not (cut / "sequence" / "model.safetensors").exists()
+
+
+def test_sequential_lora_resumes_from_the_saved_adapter(tiny_model_dir, tmp_path, monkeypatch):
+    import rwkuplus.evaluation.runner as runner
+
+    config = _config(tmp_path, tiny_model_dir, settings=["lora"], methods=["before", "npo"],
+                     train={"all": {"max_steps": 2, "batch_size": 2, "max_length": 64, "lr": 1e-2}})
+    Suite(config, tmp_path / "whole", progress=False).run()
+    whole = read_json(next((tmp_path / "whole" / "units").glob("npo__lora__*")) / "result.json")
+    real = runner.evaluate_model
+
+    def interrupt(model, tokenizer, benchmark, out_dir, targets=None, **kw):
+        if targets is not None and len(targets) == 2 and "npo__" in str(out_dir):
+            raise KeyboardInterrupt
+        return real(model, tokenizer, benchmark, out_dir, targets=targets, **kw)
+
+    monkeypatch.setattr(runner, "evaluate_model", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        Suite(config, tmp_path / "cut", progress=False).run()
+    monkeypatch.setattr(runner, "evaluate_model", real)
+    Suite(config, tmp_path / "cut", progress=False).run()
+    cut = read_json(next((tmp_path / "cut" / "units").glob("npo__lora__*")) / "result.json")
+    assert cut["status"] == whole["status"] == "ok"
+    assert cut["training"]["sequence"] == whole["training"]["sequence"]
+    folder = {name: next((tmp_path / name / "units").glob("npo__lora__*")) for name in ("whole", "cut")}
+    assert _losses(folder["cut"], 2) == pytest.approx(_losses(folder["whole"], 2), rel=1e-6)
 
 
 def test_attack_parts_in_the_suite_give_columns_and_recovery(tiny_model_dir, tmp_path):
