@@ -36,6 +36,7 @@ from experiment_hidden_costs import DOC, _fmt, _table, replace_block  # noqa: E4
 
 from rwkuplus.config import RunConfig  # noqa: E402
 from rwkuplus.errors import UserError  # noqa: E402
+from rwkuplus.evaluation.hallucination import DOMAINS  # noqa: E402
 from rwkuplus.fileio import write_text  # noqa: E402
 from rwkuplus.report.summary import UnitResult, load_run, mean_std  # noqa: E402
 from rwkuplus.suite import Suite  # noqa: E402
@@ -48,7 +49,10 @@ PLAIN = "CFT-SFT (conflicting)"
 REMEDIES = {"CFT-SFT (consistent)": "reference", "CFT-SFT (filtered)": "conflict",
             "CFT-PCGrad (conflicting)": "conflict", "CFT-Honest (conflicting)": "spillover",
             "CFT-GRU (conflicting)": "retention"}  # GRU treats the forget-retain conflict: NR/UR
-AT_KEYS = ("NR", "UR", "HS", "HTS", "dHR", "dFabrication", "conflict_ratio", "same_attribute_conflict_ratio")
+SPILL_DOMAINS = tuple(DOMAINS)  # same, related, unrelated, nonexistent (hallucination.domain_spillover)
+DOMAIN_KEYS = tuple(f"dHR {d}" for d in SPILL_DOMAINS)
+AT_KEYS = ("NR", "UR", "HS", "HTS", "dHR", "dFabrication", "conflict_ratio", "same_attribute_conflict_ratio",
+           *DOMAIN_KEYS)
 END_KEYS = ("FE", "NR", "UR", "HS", "HTS", "dHR", "dFabrication")
 ALONG_KEYS = ("conflict_ratio", "same_attribute_conflict_ratio", "FE", "dHR")
 COST_KEYS = ("tokens_trained", "estimated_flops", "wall_seconds", "gradient_passes", "gradient_seconds")
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.checkpoints}; source: `{out}/units/*/result.json`._")
     tables = {"remedy-filter": filter_md, "remedies": remedies_table(rows) + "\n\n" + note,
               "remedy-conflict": along_table(rows) + "\n\n" + note,
+              "remedy-spillover": spillover_table(rows) + "\n\n" + note,
               "remedy-verdicts": verdict_table(verdicts(rows)) + "\n\n" + note}
     for key, table in tables.items():
         print(f"\n### {key}\n{table}")
@@ -157,6 +162,8 @@ def unit_record(unit: UnitResult, before: dict) -> dict:
     m = unit.metrics
     end = {k: m.get(k) for k in END_KEYS}
     end["dHR_ci"] = m.get("dHR_ci")
+    for k in DOMAIN_KEYS:
+        end[k], end[f"{k}_ci"] = m.get(k), m.get(f"{k}_ci")
     end["conflict_ratio_start"] = points[0].get("conflict_ratio")
     end["same_attribute_conflict_ratio_start"] = points[0].get("same_attribute_conflict_ratio")
     last = [p for p in points if p.get("conflict_ratio") is not None]
@@ -182,10 +189,11 @@ def method_rows(units: list[UnitResult]) -> list[dict]:
             row["levels"][level] = {"reached": sum(bool(v["reached"]) for v in lv),
                                     **{k: mean_std(v.get(k) for v in lv) for k in ("step", *AT_KEYS)}}
         for k in recs[0]["end"]:
-            if k != "dHR_ci":
+            if not k.endswith("_ci"):
                 row["end"][k] = mean_std(r["end"][k] for r in recs)
-        cis = [r["end"]["dHR_ci"] for r in recs if r["end"].get("dHR_ci")]
-        row["end"]["dHR_ci"] = cis[0] if len(cis) == 1 else None  # one unit: its interval; several: see std
+            else:  # one unit: its interval over items; several: the std over units says the spread
+                cis = [r["end"][k] for r in recs if r["end"].get(k)]
+                row["end"][k] = cis[0] if len(cis) == 1 else None
         for k in COST_KEYS:
             row["costs"][k] = mean_std(r["costs"][k] for r in recs)
         steps = sorted({p["step"] for r in recs for p in r["points"]})
@@ -244,6 +252,22 @@ def along_table(rows: list[dict]) -> str:
         for p in r["along"]:
             body.append([r["label"], f"{p['step']:g}"] + [_cell(p[k]) for k in ALONG_KEYS])
     return _table(["method", "step", "conflict ratio", "same-attribute conflict ratio", "FE", "dHR"], body)
+
+
+def spillover_table(rows: list[dict]) -> str:
+    """Spillover by domain (``hallucination.domain_spillover``): dHR at FE 0.5, at FE 0.8, and at the end
+    with its 95% interval over items."""
+    header = ["method"] + [f"dHR {d} (FE 0.5 / FE 0.8 / end [95% CI])" for d in SPILL_DOMAINS]
+    body = []
+    for r in rows:
+        cells = [r["label"]]
+        for k in DOMAIN_KEYS:
+            vals = [_mean(r["levels"]["0.5"].get(k)), _mean(r["levels"]["0.8"].get(k)), _mean(r["end"].get(k))]
+            text = " / ".join("n/a" if v is None else f"{v:.2f}" for v in vals)
+            ci = r["end"].get(f"{k}_ci")
+            cells.append(text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""))
+        body.append(cells)
+    return _table(header, body)
 
 
 def _big(stat: dict | None) -> str:

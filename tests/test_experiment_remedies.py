@@ -89,6 +89,15 @@ def test_verdicts_follow_the_rules(er):
     assert "0.25 [0.10, 0.40]" in remedies and "(0/1 reached)" in remedies
 
 
+def test_spillover_by_domain_at_equal_forgetting(er):
+    traj = [dict(point(4, 0.4, 0.9, 0.2), **{"dHR related": 0.1}), dict(point(8, 0.8, 0.8, 0.3), **{"dHR related": 0.5})]
+    u = unit("cft-sft", "CFT-SFT (conflicting)", traj, [], {"dHR related": 0.6, "dHR related_ci": [0.4, 0.8]})
+    row = er.method_rows([BEFORE, u])[0]
+    assert row["levels"]["0.5"]["dHR related"]["mean"] == pytest.approx(0.2)  # 0.1 + 0.25 x 0.4
+    table = er.spillover_table([row])
+    assert "| CFT-SFT (conflicting) | n/a / n/a / n/a | 0.20 / 0.50 / 0.60 [0.40, 0.80] |" in table
+
+
 def test_a_remedy_that_does_not_help_is_reported_as_such(er):
     worse = unit("cft-pcgrad", "CFT-PCGrad (conflicting)", PLAIN.trajectory,
                  [diag(0, 0.1, 0.0), diag(4, 0.5, 0.5), diag(8, 0.6, 0.6)], {"FE": 0.9, "dHR": 0.25},
