@@ -16,7 +16,9 @@ ratio and the same-attribute conflict ratio, and the step at which FE first reac
 (steps-to-FE). The end columns are the final evaluation's (dHR with its 95% interval over items).
 Then a verdict table, written by code from the same numbers and the rules in ``verdicts``: which
 remedy removes which cost, at what price. Tables go into docs/experiments.md between the markers
-``<!-- table:remedies -->`` and ``<!-- table:remedy-verdicts -->``.
+``<!-- table:KEY -->`` ... ``<!-- /table:KEY -->`` of each KEY: ``remedy-filter`` (what consistency
+filtering does to each target's corpus), ``remedies`` (the comparison), ``remedy-conflict`` (the
+conflict measures along training), ``remedy-spillover`` (dHR by domain) and ``remedy-verdicts``.
 
     python scripts/experiment_remedies.py --out runs/remedies --seeds 0,1,2 --targets 1
 
