@@ -21,6 +21,8 @@ moves them; alpha = 100 (the retain MSE starts at 0); learning rate 5e-3 (preset
 three weight matrices train for the default suite's 12 steps. Checked on the base model with the
 world's first target's text, 12 steps (docs/defaults.md, "RMU"): forget-text NLL 3.51 -> 4.19
 nats/token, retain-text NLL 3.45 -> 3.49; WMDP's lr 5e-5 / c 6.5 left both unchanged.
+On a 7-8B model (preset rwku-llama3: WMDP's lr 5e-5, batch 4) pass WMDP's coefficient,
+``--param steering_coeff=6.5``; c scales with the layer's activation norm, which differs by model.
 """
 
 from __future__ import annotations
