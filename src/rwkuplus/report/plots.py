@@ -391,7 +391,7 @@ def domain_bars(rows: Sequence[Mapping], colors: Mapping[str, str] | None = None
                 if v is None:
                     continue
                 err = _interval(v, [d.get("low"), d.get("high")])
-                ax.barh(y[i], v, height=0.6, color=colors[r["name"]],
+                ax.barh(y[i], v, height=0.6, color=colors.get(r["name"], "#777777"),
                         xerr=[[err[0]], [err[1]]] if any(err) else None,
                         error_kw={"ecolor": "#333333", "capsize": 3, "lw": 1})
             ax.axvline(0, color="#333333", lw=0.9)
