@@ -15,6 +15,10 @@ Every number comes from the suites' ``summary.json`` (mean +- sample std over ta
 in turn comes from each unit's per-probe records.
 
     python scripts/experiment_hidden_costs.py --out runs/hidden_costs --seeds 0,1,2 --targets 1
+
+The replicated version (3 worlds x every target, spillover by domain, methods compared at equal
+forgetting, the claims table with verdicts) is one command of its own: ``rwkuplus run --config
+hidden-costs`` (``src/rwkuplus/data/experiments/hidden-costs.yaml``, ``rwkuplus.claims``).
 """
 
 from __future__ import annotations
