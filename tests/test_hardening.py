@@ -356,6 +356,7 @@ def test_the_subject_checks_travel_with_the_run(tiny_model_dir, tmp_path, caplog
     assert md.index("## Subject model") < md.index("| Method |")
     assert "**WARNING: The subject model misses 1 of its 6 thresholds (nonexistent_refusal)" in md
     assert "| nonexistent_refusal | 0.60 | 0.00 | >= 0.80 | **NO** |" in md
+    assert "| forget_FB | 91.0 | 0.0 | >= 80.0 | yes |" in md  # x100 scores with one decimal, shares with two
     html = (out / "report.html").read_text()
     assert html.index('id="subject"') < html.index('id="summary"') and "Warning: The subject model misses" in html
     # The same run on a plain model: no subject table, no warning.

@@ -29,10 +29,12 @@ def subject_field(info: dict, where: Path) -> dict | None:
     return subject
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, scale: Any = None) -> str:
+    """x100 scores (threshold above 1.5) with one decimal, shares with two."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "–"
-    return f"{v:.1f}" if abs(v) > 1.5 else f"{v:.2f}"
+    big = abs(scale) > 1.5 if isinstance(scale, (int, float)) else abs(v) > 1.5
+    return f"{v:.1f}" if big else f"{v:.2f}"
 
 
 def warning_text(subject: dict) -> str | None:
@@ -52,7 +54,8 @@ def markdown(subject: dict | None) -> list[str]:
     lines += [f"**WARNING: {warning}**", ""] if warning else ["Every check meets its threshold.", ""]
     lines += ["| Check | Value | Base model | Threshold | Met |", "|:---|---:|---:|---:|:---|"]
     for c in subject["checks"]:
-        lines.append(f"| {c['check']} | {_fmt(c.get('value'))} | {_fmt(c.get('base'))} | >= {_fmt(c.get('threshold'))} "
+        t = c.get("threshold")
+        lines.append(f"| {c['check']} | {_fmt(c.get('value'), t)} | {_fmt(c.get('base'), t)} | >= {_fmt(t)} "
                      f"| {'yes' if c.get('met') else '**NO**'} |")
     return lines + [""]
 
@@ -64,7 +67,8 @@ def html(subject: dict | None) -> str:
     missed = ' class="missed" style="background:#fde2e2"'
     rows = "".join(
         f"<tr{'' if c.get('met') else missed}><td>{escape(str(c['check']))}</td>"
-        f"<td class=\"num\">{_fmt(c.get('value'))}</td><td class=\"num\">{_fmt(c.get('base'))}</td>"
+        f"<td class=\"num\">{_fmt(c.get('value'), c.get('threshold'))}</td>"
+        f"<td class=\"num\">{_fmt(c.get('base'), c.get('threshold'))}</td>"
         f"<td class=\"num\">&ge; {_fmt(c.get('threshold'))}</td>"
         f"<td>{'yes' if c.get('met') else '<strong>NO</strong>'}</td></tr>" for c in subject["checks"])
     note = (f'<p class="warning" style="color:#a00;font-weight:bold">Warning: {escape(warning)}</p>' if warning
