@@ -327,10 +327,10 @@ def checks_table(summary: dict, folder: str | Path | None = None) -> dict:
 
 def missed_text(table: dict) -> str:
     """``nonexistent_refusal 0.60 (needs 0.80), ...``: the checks a subject misses, for a warning."""
-    def fmt(v):
-        return "-" if v is None else (f"{v:.1f}" if abs(v) > 1.5 else f"{v:.2f}")
+    def fmt(v, scale):  # x100 scores with one decimal, shares with two
+        return "-" if v is None else (f"{v:.1f}" if abs(scale) > 1.5 else f"{v:.2f}")
 
-    return ", ".join(f"{c['check']} {fmt(c['value'])} (needs {fmt(c['threshold'])})"
+    return ", ".join(f"{c['check']} {fmt(c['value'], c['threshold'])} (needs {fmt(c['threshold'], c['threshold'])})"
                      for c in table["checks"] if not c["met"])
 
 
