@@ -105,7 +105,11 @@ def run_folders(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _world_name(run, folder: Path) -> str:
+    """``world <seed>`` for a synthetic world (its configuration's seed), else the revision, path or folder."""
     b = run.benchmark if isinstance(run.benchmark, dict) else {}
+    seed = (b.get("world_config") or {}).get("seed") if b.get("kind") == "world" else None
+    if seed is not None:
+        return f"world {seed}"
     return str(b.get("revision") or b.get("path") or folder.name)
 
 
