@@ -319,6 +319,20 @@ def test_evaluate_on_the_world_defaults_to_its_subject_model(tiny_model_dir, tmp
     assert json.loads((out / "metrics.json").read_text())["model"]["spec"] == str(fake)
 
 
+@pytest.mark.parametrize("command", [["evaluate"], ["unlearn", "--method", "ga"], ["diagnose"]])
+def test_a_damaged_default_subject_is_one_sentence_suggesting_force(command, tiny_model_dir, tmp_path, monkeypatch,
+                                                                     capsys):
+    from rwkuplus import subject
+
+    fake = _fake_subject(tiny_model_dir, tmp_path / "subject")
+    (fake / "model.safetensors").write_bytes(b"\0" * 100)
+    monkeypatch.setattr(subject, "subject_model_dir", lambda model, world_config, *a, **k: fake)
+    assert main([*command, "--benchmark", "world", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "damaged" in err and "model.safetensors" in err
+    assert "rwkuplus subject --force" in err
+
+
 def test_every_command_takes_the_same_default_on_the_world(tmp_path, monkeypatch):
     from rwkuplus import subject
     from rwkuplus.benchmark.records import Benchmark
