@@ -20,10 +20,10 @@ def test_packaged_experiment_configuration_is_valid():
 def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     config = {
         "benchmark": ["world:0", "world:1"], "model": str(tiny_model_dir), "targets": "1",
-        "methods": ["before", "ga", "cft-sft:conflicting", "cft-sft:consistent"], "checkpoints": [1, 2],
+        "methods": ["before", "ga", "cft-sft:conflicting"], "checkpoints": [1, 2],
         "diagnostics": False,
         "train": {"all": {"max_steps": 2, "batch_size": 2, "max_length": 64}},
-        "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination"], "utility_items": 4,
+        "eval": {"batch_size": 8, "parts": ["forget", "neighbor", "hallucination", "utility"], "utility_items": 4,
                  "hallucination_items": 4, "unrelated_items": 6},
     }
     path = tmp_path / "config.yaml"
@@ -44,6 +44,12 @@ def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     known = sum(r["grade"] == "correct" for r in unrelated)
     assert before["domains"].get("unrelated", {}).get("n", 0) == known
     assert set(ga["domains"]) >= {"same", "related", "nonexistent"}
+    # the utility columns were checked on the Before unit's records; Tru's floor is its items' chance
+    checks = before["utility_columns"]
+    assert set(checks) == {"Gen", "Rea", "Tru", "Fac", "Flu"} and all(c["n"] == 4 for c in checks.values())
+    assert checks["Tru"]["floor"] == 25.0 and checks["Gen"]["floor"] == 25.0
+    assert not any(c["informative"] for c in checks.values())  # 4 items: too few for a 10-point interval
+    assert ga["metrics"]["UR"] is None  # so UR has no column on this world
     assert ga["metrics"]["dHR related"] == ga["domains"]["related"]["dHR"]
     assert len(ga["metrics"]["dHR related_ci"]) == 2
     # every checkpoint carries the domains, and each counted item's HR change
@@ -56,7 +62,7 @@ def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     assert row["domains"]["same"]["n_items"] == ga["domains"]["same"]["n"]
     assert "## Spillover by domain" in (out / "world-1" / "summary.md").read_text()
     claims = json.loads((out / "claims.json").read_text())
-    assert claims["worlds"] == ["world 0", "world 1"] and claims["units"] == {"world 0": 4, "world 1": 4}
+    assert claims["worlds"] == ["world 0", "world 1"] and claims["units"] == {"world 0": 3, "world 1": 3}
     assert {r["verdict"] for r in claims["rows"]} <= {"supported", "mixed", "not supported", "not measured"}
     assert (out / "claims.md").is_file()
     # a rerun resumes: every unit is finished, nothing is recomputed

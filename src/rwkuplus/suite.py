@@ -500,7 +500,8 @@ class Suite:
         if not scores:
             return None
         u = self.benchmark.target(unit.targets[0]).utility
-        floors = {"Tru": tru_floor([len(it.mc1_targets) for it in u.truthfulqa])} if u.truthfulqa else {}
+        floors = {"Tru": tru_floor([len(it.mc1_targets.get("choices", [])) for it in u.truthfulqa])} \
+            if u.truthfulqa else {}
         return check_columns(scores, floors)
 
     def _relative(self, metrics: dict, records: list[dict], before: list[dict], unit: Unit,
