@@ -7,6 +7,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The tests use tiny models: one thread is as fast, and it keeps subprocesses (the run and DDP tests)
 # from oversubscribing the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# dtype "auto" is float32 in the fast tests on every CPU (their exact comparisons are fp32's, and
+# module-scoped fixtures load models before any function fixture runs); the bf16 path is tested with
+# explicit dtypes, and the slow tests take the machine's own default (see _isolated_home).
+_BF16_SET_HERE = "RWKUPLUS_CPU_BF16" not in os.environ
+os.environ.setdefault("RWKUPLUS_CPU_BF16", "0")
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +36,5 @@ def _isolated_home(request, tmp_path, monkeypatch):
     """Each test gets its own RWKUPLUS_HOME unless it is slow (the slow tests share the real cache)."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("RWKUPLUS_HOME", str(tmp_path / "rwkuplus_home"))
-        # dtype "auto" is float32 in the fast tests on every CPU (their exact comparisons are fp32's);
-        # the bf16 path is tested with explicit dtypes, the slow tests take the machine's default.
-        monkeypatch.setenv("RWKUPLUS_CPU_BF16", "0")
+    elif _BF16_SET_HERE and "RWKUPLUS_CPU_BF16" in os.environ:
+        monkeypatch.delenv("RWKUPLUS_CPU_BF16")  # the slow tests: the machine's own default dtype
