@@ -4,6 +4,8 @@ from everything the subject model is trained on or checked with, and from the ut
 import json
 from importlib import resources
 
+import pytest
+
 from rwkuplus.evaluation.grading import DEFAULT_THRESHOLD, MATCH_STOPWORDS, best_recall, normalize
 from rwkuplus.evaluation.hallucination import general_knowledge
 
@@ -47,3 +49,24 @@ def test_disjoint_from_what_builds_the_subject_and_from_the_utility_sets():
     assert shared == []
     # and the exact strings, normalised
     assert not {normalize(it["question"]) for it in ITEMS} & {normalize(q) for q in replay + checks + trivia}
+
+
+@pytest.mark.slow
+def test_the_default_base_model_answers_most_items_in_every_subject():
+    """The unrelated domain can only show damage on items the model knows: SmolLM2-135M-Instruct answered
+    282 of 472 (fp32, CPU, 2026-12-01); every subject has some it answers."""
+    import collections
+
+    from rwkuplus.evaluation.generation import generate
+    from rwkuplus.evaluation.grading import load_refusal_matcher
+    from rwkuplus.evaluation.hallucination import grade_items
+    from rwkuplus.models import DEFAULT_MODEL, load_model
+
+    model, tok, _ = load_model(DEFAULT_MODEL, dtype="float32")
+    model.eval()
+    items = general_knowledge()
+    prompts = [it.prompt(tok) for it in items]
+    records = grade_items(items, generate(model, tok, prompts, batch_size=32), prompts, load_refusal_matcher())
+    correct = collections.Counter(it.subject for it, r in zip(items, records) if r["grade"] == "correct")
+    assert sum(correct.values()) >= 0.5 * len(items)
+    assert set(correct) == {it.subject for it in items}
