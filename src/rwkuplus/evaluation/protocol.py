@@ -211,9 +211,12 @@ WORLD = Protocol(
         ("Rea length and stop", "96 new tokens, cut at the first newline: the worked examples answer on one line and "
          "a small model goes on with made-up questions; 96 tokens keep a CPU run short (RWKU: 256, no cut)"),
         ("Rea answer extraction", "after 'the answer is' up to a sentence-ending period, a newline or the end, so "
-         "'3.5.' gives '3.5' (RWKU's regex stops at the first '.', giving '3')"),
+         "'3.5.' gives '3.5' and an answer line without a final period its answer (RWKU's regex stops at the first "
+         "'.', giving '3', and without one scores the whole output): it reads an answer as written, and the world's "
+         "recorded numbers were measured with it"),
         ("Rea exact match", "against the whole gold answer (RWKU's code takes the best match over the answer "
-         "field's items, which for a string are its characters: '17' never matches)"),
+         "field's items, which for a string are its characters: '17' never matches); the world's golds are mostly "
+         "multi-digit numbers, which RWKU's rule could never score"),
         ("Tru primer", "the project's own primer in the shape of TruthfulQA's QA primer; the world's recorded "
          "numbers were measured with it (RWKU: TruthfulQA's QA primer)"),
         ("Fac few-shot examples", "the first five other items of the world's set (its own short factual style) "
