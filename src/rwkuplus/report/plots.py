@@ -385,6 +385,10 @@ def domain_bars(rows: Sequence[Mapping], colors: Mapping[str, str] | None = None
     y = np.arange(n)[::-1].astype(float)
     with matplotlib.rc_context(STYLE):
         for ax, domain in zip(axes[0], DOMAIN_PANELS):
+            if not any(_num(((r["domains"].get(domain) or {}).get("dHR") or {}).get("estimate")) is not None
+                       for r in rows):
+                ax.text(0.5, 0.5, "no counted items", transform=ax.transAxes, ha="center", va="center",
+                        color="#777777")
             for i, r in enumerate(rows):
                 d = (r["domains"].get(domain) or {}).get("dHR") or {}
                 v = _num(d.get("estimate"))
