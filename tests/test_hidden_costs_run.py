@@ -17,6 +17,23 @@ def test_packaged_experiment_configuration_is_valid():
     assert "hidden-costs" in packaged_experiments()
 
 
+def test_a_list_of_worlds_is_checked():
+    import pytest
+
+    from rwkuplus.errors import UserError
+
+    ok = RunConfig.from_dict({"benchmark": ["world", "world:3"], "eval": {"unrelated_items": 0}})
+    assert ok.eval["unrelated_items"] == 0 and ok.eval["batch_size"] == 32  # the other options keep their defaults
+    for bad, what in ((["world:0", "rwku:/nowhere"], "a list of worlds"), (["world:0", "world"], "distinct"),
+                      ([], "a list of worlds")):
+        with pytest.raises(UserError, match=what):
+            RunConfig.from_dict({"benchmark": bad})
+    with pytest.raises(UserError, match="eval.unrelated_items"):
+        RunConfig.from_dict({"eval": {"unrelated_items": -1}})
+    with pytest.raises(UserError, match="packaged experiments: hidden-costs"):
+        RunConfig.from_yaml("no-such-experiment")
+
+
 def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     config = {
         "benchmark": ["world:0", "world:1"], "model": str(tiny_model_dir), "targets": "1",
