@@ -90,3 +90,22 @@ def test_two_worlds_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     (out / "claims.md").unlink()
     assert main(["report", str(out), "--no-html"]) == 0
     assert (out / "claims.md").is_file() and "world-0" in capsys.readouterr().out
+
+
+def test_ur_leaves_out_the_columns_the_rule_marks_uninformative(tmp_path):
+    from rwkuplus.benchmark.records import Benchmark, Target, TargetData
+    from rwkuplus.fileio import write_jsonl
+    from rwkuplus.suite import Suite, Unit
+
+    suite = Suite(RunConfig(), tmp_path)
+    suite.benchmark = Benchmark("world", [TargetData(Target("Ann"))])
+    shared = tmp_path / "units" / Unit("before", None, "none", ("Ann",), 0).id / "eval" / "shared" / "utility-x"
+    write_jsonl(shared / "utility.mmlu.jsonl", [{"correct": True}] * 60)  # Gen: 60 items, all right: informative
+    write_jsonl(shared / "utility.truthfulqa.jsonl", [{"mc1": 1.0}] * 5)  # Tru: 5 items: too few
+    ga = Unit("ga", None, "full", ("Ann",), 0)
+    checks = suite._utility_checks(ga)
+    assert checks["Gen"]["informative"] and not checks["Tru"]["informative"]
+    before = [{"metrics": {"Forget All": 80.0, "Neighbor All": 90.0, "Gen": 100.0, "Tru": 100.0}}]
+    after = {"Forget All": 40.0, "Neighbor All": 90.0, "Gen": 50.0, "Tru": 0.0}
+    assert suite._relative(after, [], before, ga, checks)["UR"] == 0.5  # Gen alone
+    assert suite._relative(after, [], before, ga, None)["UR"] == 0.25  # no checks: every column
