@@ -388,3 +388,18 @@ def test_the_loop_back_propagates_step_loss_and_logs_the_objective(tiny_model_di
     assert all(torch.equal(p, start[n]) for n, p in result.model.named_parameters())
     assert all(row["loss"] > 0 and row["grad_norm"] == 0 for row in result.log)  # the log keeps the objective
     assert result.cost.gradient_passes == 4  # called once per micro-batch
+
+
+def test_surgery_on_sketched_gradients_is_close_to_exact(tiny):
+    """project=D: the Gram of count sketches; with D larger than each layer group it is exact."""
+    model, tok = tiny
+    enc = make_method("cft-pcgrad").encode(tok, [(e,) for e in CF], list(range(4)), 512)
+    weights = {}
+    for project in (0, 100_000):
+        method = make_method("cft-pcgrad", project=project)
+        out = method.forward(model, {"counterfactual": enc})
+        loss = method.step_loss(model, {"counterfactual": enc}, out, None, method.objective(out.parts))
+        weights[project] = flat_grad(model, loss)
+    assert torch.allclose(weights[0], weights[100_000], rtol=1e-4, atol=1e-6 * float(weights[0].abs().max()))
+    with pytest.raises(UserError, match="project"):
+        make_method("cft-pcgrad", project=-1)
