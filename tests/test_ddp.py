@@ -57,3 +57,13 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
         moved = sum(float(((x[k] - start[k]) ** 2).sum()) for k in x) ** 0.5
         diff = sum(float(((x[k] - y[k]) ** 2).sum()) for k in x) ** 0.5
         assert moved > 0.1 and diff < 1e-4 * moved, (method, diff, moved)
+    # Gradient surgery (Method.step_loss) under DDP: the same micro-batches as 2 accumulation steps on 1 process.
+    one = json.loads((tmp_path / "one" / "cft-pcgrad.json").read_text())
+    two = json.loads((tmp_path / "two" / "cft-pcgrad.json").read_text())
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert one["cost"]["gradient_passes"] == two["cost"]["gradient_passes"] == 6  # a pass per micro-batch
+    x = load_file(str(tmp_path / "one" / "cft-pcgrad.safetensors"))
+    y = load_file(str(tmp_path / "two" / "cft-pcgrad.safetensors"))
+    moved = sum(float(((x[k] - start[k]) ** 2).sum()) for k in x) ** 0.5
+    diff = sum(float(((x[k] - y[k]) ** 2).sum()) for k in x) ** 0.5
+    assert moved > 0.1 and diff < 1e-4 * moved, ("cft-pcgrad", diff, moved)
