@@ -403,3 +403,45 @@ def test_surgery_on_sketched_gradients_is_close_to_exact(tiny):
     assert torch.allclose(weights[0], weights[100_000], rtol=1e-4, atol=1e-6 * float(weights[0].abs().max()))
     with pytest.raises(UserError, match="project"):
         make_method("cft-pcgrad", project=-1)
+
+
+def test_generate_filtered_corpus_end_to_end_on_the_tiny_model(tiny, tmp_path):
+    from rwkuplus.benchmark.records import Probe, Target
+
+    model, tok = tiny
+    target = Target("Alice Smith", "Alice Smith is a painter.")
+    probes = [Probe(q, "Lyon", "2", "qa", "Alice Smith") for q in ("Where was Alice Smith born?",
+                                                                      "What does Alice Smith do?")]
+    corpora, result = C.generate_filtered_corpus(model, tok, target, ["Alice", "She"], probes, n=3,
+                                                 max_new_tokens=8, batch_size=4)
+    conflicting, kept = corpora.counterfactual["conflicting"], corpora.counterfactual["filtered"]
+    assert len(conflicting) == 3 and 1 <= len(kept) <= 3 and all(k in conflicting for k in kept)
+    assert result.samples_before == 3 and result.samples_after == len(kept)
+    assert corpora.costs["conflicting"].tokens_generated > 0
+    assert corpora.costs["filtered"].tokens_generated == result.tokens_generated > 0
+    assert corpora.costs["filtered"].prompts == 3 * 2
+    paths = C.write_filtered_corpus(tmp_path, kept, result)
+    assert all(p.is_file() for p in paths)
+
+
+def test_a_written_filtered_corpus_is_what_rwku_folders_train_on(world_benchmark, tiny, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from rwkuplus.benchmark.records import CorpusText
+    from rwkuplus.benchmark.rwku import load_benchmark
+    from rwkuplus.training.data import build_corpora
+
+    _, tok = tiny
+    folder = tmp_path / "rwku"
+    shutil.copytree(world_benchmark.source["path"], folder)
+    (folder / "world.json").unlink()  # an RWKU-layout folder: no known values
+    first = sorted(Path(folder, "Target").iterdir())[0]
+    texts = [CorpusText("Alice was born in Oslo.", "x"), CorpusText("Alice, born in Oslo, paints.", "x")]
+    C.write_filtered_corpus(first, texts, C.filter_consistent([{"a": "oslo"}, {"a": "oslo"}], ["a"]))
+    b = load_benchmark(f"rwku:{folder}")
+    method = make_method("cft-sft", corpus="filtered")
+    corpus = build_corpora(method, b, [b.targets[0].name], tok)["counterfactual"]
+    assert [e.response for e in corpus] == [t.text for t in texts]
+    with pytest.raises(UserError, match="filter its model-written corpus first"):
+        build_corpora(method, b, [b.targets[1].name], tok)

@@ -21,6 +21,11 @@ that tell the majority's story.
    over attributes of the fraction of sample pairs stating different values; pairs where either
    sample states nothing are skipped) is reported for the corpus before and after.
 
+For a model: ``generate_filtered_corpus`` samples the fabricated biographies RWKU's way
+(``generated_corpora``) and filters them; ``write_filtered_corpus`` writes negative_filtered.json
+(with consistency_filter.json: the profile, the agreements, the inconsistency before and after and
+the reading's cost), which ``rwku:DIR`` loads as the ``filtered`` corpus (``cft-sft:filtered``).
+
 On the default world every conflicting sample draws its false values independently from large
 pools, so few values repeat: the majority profile is mostly the first sample's, and the filter keeps
 very few samples. That is the measured behaviour, not a bug: filtering cannot create agreement a
@@ -228,3 +233,27 @@ def write_filtered_corpus(folder, texts: Sequence[CorpusText], result: FilterRes
     write_json(folder / "negative_filtered.json", [t.to_json() for t in texts])
     write_json(folder / "consistency_filter.json", result.to_json())
     return [folder / "negative_filtered.json", folder / "consistency_filter.json"]
+
+
+def generate_filtered_corpus(model, tokenizer, target, openings: Sequence[str], probes: Sequence, *,
+                             n: int | None = None, seed: int = 0, n_questions: int = 5, min_agreement: float = 1.0,
+                             min_samples: int = 1, max_new_tokens: int = 512, batch_size: int = 16):
+    """RWKU's way end to end: sample ``n`` fabricated biographies of ``target`` (``generated_corpora``,
+    the conflicting construction), read each one's claims with the model, keep the majority's.
+
+    Returns the ``TargetCorpora`` (``counterfactual["conflicting"]`` and ``counterfactual["filtered"]``;
+    ``costs["filtered"]`` is the reading's cost, on top of ``costs["conflicting"]``, the sampling's) and
+    the ``FilterResult`` (inconsistency before and after).
+    """
+    from .generated_corpora import GenerationCost, generate_target_corpora
+
+    corpora = generate_target_corpora(model, tokenizer, target, openings, n=n, factual=False,
+                                      variants=("conflicting",), seed=seed, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size)
+    texts = corpora.counterfactual["conflicting"]
+    kept, result = filter_model_corpus(model, tokenizer, texts, probes, target.target, n_questions, min_agreement,
+                                       min_samples, batch_size=batch_size)
+    corpora.counterfactual["filtered"] = kept
+    corpora.costs["filtered"] = GenerationCost(prompts=len(texts) * len(probe_questions(probes, n_questions)),
+                                               tokens_generated=result.tokens_generated, seconds=result.seconds)
+    return corpora, result
