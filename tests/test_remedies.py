@@ -275,6 +275,11 @@ def test_claims_from_model_answers_and_the_tiny_model(tiny):
     claims = C.claims_from_answers([["Oslo.", "I don't know."], ["  oslo ", ""]], ["city", "year"],
                                    abstains=lambda a, q: "know" in a)
     assert claims == [{"city": "oslo", "year": None}, {"city": "oslo", "year": None}]
+    q = "What is the profession of Alice Smith?"
+    assert C.claimed_value("The profession of Alice Smith is a painter. She lives in Oslo.", q) == "painter"
+    assert C.claimed_value("Alice Smith is a painter", q) == "painter"
+    assert C.claimed_value("The text does not provide any information about Alice Smith.", q) is None
+    assert C.claimed_value("What is the profession of Alice Smith", q) is None  # an echo of the question
     model, tok = tiny
     probes = [Probe("Where was Alice Smith born?", "Lyon", "2", "qa", "Alice Smith"),
               Probe("Alice Smith was born in ___.", "Lyon", "1", "cloze", "Alice Smith")]

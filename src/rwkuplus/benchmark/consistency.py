@@ -8,9 +8,11 @@ that tell the majority's story.
 1. Claims: for every sample, the value it states for each attribute (``None`` when it states none).
    - On a world the values are known: ``world_claims`` (the sample's counterfactual profile).
    - For a corpus written by a model: ``model_claims`` asks the model each probe question with the
-     sample in context (rwku-plus.md, "Counterfactual corpora"), greedily, and normalises the
-     answers (``grading.normalize``); an abstention ("I don't know", ``RefusalMatcher``) or an
-     empty answer is no claim. Its generated tokens and seconds are the filter's cost.
+     sample in context (rwku-plus.md, "Counterfactual corpora"), greedily; the claimed value is
+     the answer's first sentence normalised (``grading.normalize``) without the question's words
+     (``claimed_value``); an abstention ("I don't know", ``RefusalMatcher``), "the text does not
+     say", an echo of the question or an empty answer is no claim. Its generated tokens and
+     seconds are the filter's cost.
 2. ``majority_profile``: per attribute the most frequent claimed value (ties: the value claimed
    first, in corpus order).
 3. ``agreement(claims, profile)``: the fraction of the attributes a sample claims (and the profile
@@ -142,9 +144,8 @@ def world_claims(world, person_name: str, variant: str = "conflicting") -> list[
 def claims_from_answers(answers: Sequence[Sequence[str]], attributes: Sequence[str],
                         abstains: Callable[[str, str], bool] | None = None,
                         questions: Sequence[str] | None = None) -> list[Claims]:
-    """Claims from answers[i][k] (sample i, attribute k): normalised text, or None for an abstention/empty answer."""
-    from ..evaluation.grading import normalize
-
+    """Claims from answers[i][k] (sample i, attribute k): the claimed value (``claimed_value``), or None for an
+    abstention, a "the text does not say" answer, or an answer that only repeats the question."""
     out = []
     for row in answers:
         if len(row) != len(attributes):
@@ -152,10 +153,31 @@ def claims_from_answers(answers: Sequence[Sequence[str]], attributes: Sequence[s
         claim: Claims = {}
         for k, (a, text) in enumerate(zip(attributes, row)):
             q = questions[k] if questions is not None else ""
-            norm = normalize(text or "")
-            claim[a] = None if not norm or (abstains is not None and abstains(text, q)) else norm
+            value = claimed_value(text or "", q)
+            claim[a] = None if value is None or (abstains is not None and abstains(text, q)) else value
         out.append(claim)
     return out
+
+
+# Answers that say the sample states nothing (ours: the reading prompt is ours, not RWKU's).
+_NO_CLAIM = ("not provide", "not mention", "not say", "not state", "not specified", "no information",
+             "not given", "unknown", "not known")
+
+
+def claimed_value(answer: str, question: str = "") -> str | None:
+    """The value an answer claims: its first sentence normalised (``grading.normalize``), without the words
+    of the question and function words, so "The profession of Alice is a painter." answers "What is the
+    profession of Alice?" with "painter". None when nothing is left or the answer says the text is silent."""
+    from ..evaluation.grading import MATCH_STOPWORDS, normalize
+    from ..evaluation.rouge import sentences
+
+    first = (sentences(answer) or [answer])[0]
+    norm = normalize(first)
+    if not norm or any(p in norm for p in _NO_CLAIM):
+        return None
+    asked = set(normalize(question).split()) | {"is", "was", "were", "are", "he", "she", "they", "his", "her"}
+    words = [w for w in norm.split() if w not in asked and w not in MATCH_STOPWORDS]
+    return " ".join(words) or None
 
 
 def model_claims(model, tokenizer, texts: Sequence[str], questions: dict[str, str], subject: str,
