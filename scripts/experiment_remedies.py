@@ -75,19 +75,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-doc", action="store_true", help="print the tables without writing docs/experiments.md")
     p.add_argument("--doc", default=str(DOC), help=argparse.SUPPRESS)
     p.add_argument("--filter-table-only", action="store_true",
-                   help="only the consistency filter's table (no training: it needs the world alone)")
+                   help="only the consistency filter's tables (no training)")
+    p.add_argument("--filter-model", default=None, metavar="SPEC",
+                   help="also filter a corpus written by this model RWKU's way, per chosen target (e.g. "
+                        "smollm2-135m-instruct): the model samples the biographies and reads their claims")
+    p.add_argument("--filter-samples", type=int, default=12, help="biographies the model writes per target")
+    p.add_argument("--filter-max-new-tokens", type=int, default=128, help="length of each written biography")
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.benchmark != "world" and not (args.benchmark.startswith("world:") and args.benchmark[6:].isdigit()):
         raise UserError(f"--benchmark {args.benchmark}: expected world or world:SEED (the filter needs known values).")
     seed = int(args.benchmark[6:]) if ":" in args.benchmark else 0
-    filter_md = (filter_table(_world(seed))
-                 + f"\n\n_the world of seed {seed}, every target; known values, no model call._")
+    filter_tables = {"remedy-filter": filter_table(_world(seed))
+                     + f"\n\n_the world of seed {seed}, every target; known values, no model call._"}
+    if args.filter_model:
+        records = model_filter_records(args.filter_model, seed, args.targets, out / "filter", args.filter_samples,
+                                       args.filter_max_new_tokens)
+        filter_tables["remedy-filter-model"] = (
+            model_filter_table(records) + f"\n\n_{args.filter_model} writes {args.filter_samples} biographies of "
+            f"at most {args.filter_max_new_tokens} tokens per target and reads them; records: `{out / 'filter'}`._")
     if args.filter_table_only:
-        print(filter_md)
-        if not args.no_doc:
-            doc = Path(args.doc)
-            write_text(doc, replace_block(doc.read_text(encoding="utf-8"), "remedy-filter", filter_md))
+        _write_tables(filter_tables, args)
         return
     cfg = RunConfig(benchmark=args.benchmark, targets=args.targets, model=args.model, methods=["before", *args.methods.split(",")],
                     seeds=[int(s) for s in args.seeds.split(",")],
@@ -100,10 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = method_rows(load_run(out).units)
     note = (f"_{len(cfg.seeds)} seed(s) x target(s) {args.targets}, {args.steps} steps, checkpoints "
             f"{args.checkpoints}; source: `{out}/units/*/result.json`._")
-    tables = {"remedy-filter": filter_md, "remedies": remedies_table(rows) + "\n\n" + note,
+    tables = {**filter_tables, "remedies": remedies_table(rows) + "\n\n" + note,
               "remedy-conflict": along_table(rows) + "\n\n" + note,
               "remedy-spillover": spillover_table(rows) + "\n\n" + note,
               "remedy-verdicts": verdict_table(verdicts(rows)) + "\n\n" + note}
+    _write_tables(tables, args)
+
+
+def _write_tables(tables: dict[str, str], args) -> None:
     for key, table in tables.items():
         print(f"\n### {key}\n{table}")
     if not args.no_doc:
@@ -134,6 +146,51 @@ def filter_table(world=None) -> str:
                      f"{max(r.agreement):.2f}", f"{r.inconsistency_before:.3f}", f"{r.inconsistency_after:.3f}"])
     return _table(["target", "samples (conflicting -> filtered)", "kept", "best agreement with the majority profile",
                    "inconsistency before", "inconsistency after"], body)
+
+
+# Openings the model continues (ours: RWKU's all_truncated_outputs.json is not shipped), cycled over the samples.
+OPENINGS = ("", "{name} was born", "{name} is", "Born in", "{name}, a", "Early life")
+
+
+def model_filter_records(model_spec: str, seed: int, targets, folder: Path, n: int, max_new_tokens: int) -> list[dict]:
+    """Per chosen target: a corpus written by ``model_spec`` RWKU's way, filtered by the model's own reading
+    (``consistency.generate_filtered_corpus``); records under ``folder/<target>/`` (negative.json,
+    negative_filtered.json, consistency_filter.json, generation.json), reused when present."""
+    from rwkuplus.benchmark import consistency as C
+    from rwkuplus.benchmark.rwku import load_benchmark
+    from rwkuplus.benchmark.world import WorldConfig, default_world_dir
+    from rwkuplus.fileio import read_json, write_json
+
+    benchmark = load_benchmark(str(default_world_dir(WorldConfig(seed=seed))), targets=None if targets == "all" else targets)
+    loaded = None
+    records = []
+    for d in benchmark.targets:
+        sub = folder / d.name.replace(" ", "_")
+        if not (sub / "consistency_filter.json").is_file():
+            if loaded is None:
+                from rwkuplus.models import load_model
+
+                loaded = load_model(model_spec)[:2]
+            openings = [o.format(name=d.name) for o in OPENINGS]
+            corpora, result = C.generate_filtered_corpus(*loaded, d.target, openings, d.forget_probes, n=n,
+                                                         max_new_tokens=max_new_tokens)
+            write_json(sub / "negative.json", [t.to_json() for t in corpora.counterfactual["conflicting"]])
+            write_json(sub / "generation.json", corpora.cost_json())
+            C.write_filtered_corpus(sub, corpora.counterfactual["filtered"], result)
+        records.append({"target": d.name, "result": read_json(sub / "consistency_filter.json"),
+                        "generation": read_json(sub / "generation.json")})
+    return records
+
+
+def model_filter_table(records: list[dict]) -> str:
+    body = []
+    for r in records:
+        f, parts = r["result"], r["generation"]["parts"]
+        body.append([r["target"], f"{f['samples_before']} -> {f['samples_after']}", f"{max(f['agreement']):.2f}",
+                     f"{f['inconsistency_before']:.3f}", f"{f['inconsistency_after']:.3f}",
+                     str(parts.get("conflicting", {}).get("tokens_generated", "n/a")), str(f["tokens_generated"])])
+    return _table(["target", "samples (written -> filtered)", "best agreement", "inconsistency before (as read)",
+                   "inconsistency after", "tokens written", "tokens read"], body)
 
 
 # ---------------------------------------------------------------------------------- per unit

@@ -137,3 +137,20 @@ def test_filter_table_from_the_world(er, tmp_path):
     doc.write_text("# x\n")
     er.main(["--filter-table-only", "--doc", str(doc)])
     assert "<!-- table:remedy-filter -->" in doc.read_text() and lines[0] in doc.read_text()
+
+
+def test_filter_of_a_model_written_corpus_is_recorded_and_reused(er, tiny_model_dir, tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n")
+    args = ["--filter-table-only", "--filter-model", str(tiny_model_dir), "--filter-samples", "3",
+            "--filter-max-new-tokens", "4", "--out", str(tmp_path / "out"), "--doc", str(doc)]
+    er.main(args)
+    folders = list((tmp_path / "out" / "filter").iterdir())
+    assert len(folders) == 1  # --targets 1
+    names = {p.name for p in folders[0].iterdir()}
+    assert names == {"negative.json", "negative_filtered.json", "consistency_filter.json", "generation.json"}
+    text = doc.read_text()
+    assert "<!-- table:remedy-filter-model -->" in text and "| 3 -> " in text
+    stamp = (folders[0] / "consistency_filter.json").stat().st_mtime_ns
+    er.main(args)  # the records are reused, not written again
+    assert (folders[0] / "consistency_filter.json").stat().st_mtime_ns == stamp and doc.read_text() == text
