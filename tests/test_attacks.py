@@ -223,21 +223,25 @@ def test_findings_table_from_hand_made_records(tmp_path):
     script = _script()
     ones, zeros = [1.0] * 10, [0.0] * 10
     _unit(tmp_path, "before__none__Alice__s-", "before", "Before", {"full": ones, "int8": ones, "int4": ones},
-          {0: ones, 5: ones})
+          {0: ones, 5: ones, 20: zeros})  # 20 steps wipe the Before model's own answers: a destructive attack
     # GA: forgets everything, 4-bit quantization brings all of it back, relearning half of it.
     _unit(tmp_path, "ga__full__Alice__s0", "ga", "GA", {"full": zeros, "int8": zeros, "int4": ones},
-          {0: zeros, 5: [1.0] * 5 + [0.0] * 5})
+          {0: zeros, 5: [1.0] * 5 + [0.0] * 5, 20: zeros})
     # RT: forgets nothing (no verdict about recovery).
-    _unit(tmp_path, "rt__full__Alice__s0", "rt", "RT", {"full": ones, "int8": ones, "int4": ones}, {0: ones, 5: ones})
+    _unit(tmp_path, "rt__full__Alice__s0", "rt", "RT", {"full": ones, "int8": ones, "int4": ones},
+          {0: ones, 5: ones, 20: zeros})
     table, results = script.findings_table(tmp_path, n_boot=200)
     ga = results["GA"]
     assert ga["Q8"]["recovery"] == pytest.approx(0.0) and ga["Q4"]["recovery"] == pytest.approx(1.0)
     assert ga["Relearn@5"]["recovery"] == pytest.approx(0.5) and ga["Relearn@5"]["low"] < 0.5 < ga["Relearn@5"]["high"]
     assert script.verdict(ga["Q8"], 10) == "gone" and script.verdict(ga["Q4"], 10) == "hidden"
     assert script.verdict(ga["Relearn@5"], 10) == "partly"
+    assert ga["Relearn@20"]["before_attacked"] == pytest.approx(0.0) and ga["Relearn@5"]["before_attacked"] == 100.0
+    assert script.verdict(ga["Relearn@20"], 10) == "attack destroys"
     assert script.verdict(results["RT"]["Q4"], 10) == "did not forget" and results["RT"]["Q4"]["recovery"] is None
     header = table.splitlines()[0]
-    assert header.index("Q8") < header.index("Q4") < header.index("Relearn@5")
-    assert "| GA | 100.0 -> 0.0 | 0.00 [0.00, 0.00] (0.0; gone) | 1.00 [1.00, 1.00] (100.0; hidden) |" in table
+    assert header.index("Q8") < header.index("Q4") < header.index("Relearn@5") < header.index("Relearn@20")
+    assert ("| GA | 100.0 -> 0.0 | 0.00 [0.00, 0.00] (0.0, Before 100.0; gone) | "
+            "1.00 [1.00, 1.00] (100.0, Before 100.0; hidden) |") in table
     text = script.replace_block("intro\n<!-- table:attacks -->\nold\n<!-- /table:attacks -->\nend\n", "attacks", "new")
     assert text == "intro\n<!-- table:attacks -->\nnew\n<!-- /table:attacks -->\nend\n"
