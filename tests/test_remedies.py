@@ -278,6 +278,7 @@ def test_claims_from_model_answers_and_the_tiny_model(tiny):
     q = "What is the profession of Alice Smith?"
     assert C.claimed_value("The profession of Alice Smith is a painter. She lives in Oslo.", q) == "painter"
     assert C.claimed_value("Alice Smith is a painter", q) == "painter"
+    assert C.claimed_value("The text mentions that she is a painter.", q) == "painter"
     assert C.claimed_value("The text does not provide any information about Alice Smith.", q) is None
     assert C.claimed_value("What is the profession of Alice Smith", q) is None  # an echo of the question
     model, tok = tiny

@@ -159,6 +159,9 @@ def claims_from_answers(answers: Sequence[Sequence[str]], attributes: Sequence[s
     return out
 
 
+# Words of a reading answer that are not the value ("According to the text, she was born in ...").
+_FILLER = frozenset({"is", "was", "were", "are", "he", "she", "they", "his", "her", "text", "mentions",
+                     "mentioned", "according", "biography", "that", "states", "says", "said"})
 # Answers that say the sample states nothing (ours: the reading prompt is ours, not RWKU's).
 _NO_CLAIM = ("not provide", "not mention", "not say", "not state", "not specified", "no information",
              "not given", "unknown", "not known")
@@ -175,7 +178,7 @@ def claimed_value(answer: str, question: str = "") -> str | None:
     norm = normalize(first)
     if not norm or any(p in norm for p in _NO_CLAIM):
         return None
-    asked = set(normalize(question).split()) | {"is", "was", "were", "are", "he", "she", "they", "his", "her"}
+    asked = set(normalize(question).split()) | _FILLER
     words = [w for w in norm.split() if w not in asked and w not in MATCH_STOPWORDS]
     return " ".join(words) or None
 
