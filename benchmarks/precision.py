@@ -7,7 +7,8 @@ it is loaded twice, once per dtype, from the same weights. Sections:
 
 - ``step``: the training loop's step (``training.loop.train``, CFT-SFT on the world's conflicting
   counterfactual texts, batch 8, full fine-tuning): float32 against a bf16 model trained through fp32
-  master weights; seconds per optimizer step (median of the steps after the first).
+  master weights, both with the loop's CPU attention kernel (eager); and float32 with sdpa, the
+  loop's way before (the reference for "today"); seconds per optimizer step (median after the first).
 - ``inject``: the knowledge injection's step (SFT at the subject's settings: batch 8, lr 2e-4, decoder
   layers, the world's injection corpus), the unit of the subject build; seconds per step.
 - ``generate``: greedy generation of the world's forget and neighbor probe answers (batches of 32,
@@ -52,17 +53,26 @@ def default_model() -> str:
     return DEFAULT_MODEL
 
 
-def step_seconds(model_spec: str, dtype: str, method_name: str, corpora: dict, **settings) -> float:
+def step_seconds(model_spec: str, dtype: str, method_name: str, corpora: dict, attention: str | None = "default",
+                 **settings) -> float:
+    """Median seconds per optimizer step of ``train``; ``attention=None`` trains with the model's own
+    attention kernel (sdpa), as the loop did before it switched to eager attention on CPUs."""
     from rwkuplus.methods import make_method
     from rwkuplus.models import load_model
-    from rwkuplus.training import TrainSettings, train
+    from rwkuplus.training import TrainSettings, loop, train
 
     model, tokenizer, _ = load_model(model_spec, dtype=dtype)
     base = dict(batch_size=8, max_steps=6, warmup_ratio=0.0, schedule="constant", max_length=128,
                 max_forget_nll_per_token=None)
     base.update(settings)
-    result = train(model, tokenizer, make_method(method_name, **({"corpus_name": "injection"} if method_name == "sft" else {})),
-                   corpora, TrainSettings(**base))
+    saved = loop.CPU_TRAINING_ATTENTION
+    if attention != "default":
+        loop.CPU_TRAINING_ATTENTION = attention
+    try:
+        result = train(model, tokenizer, make_method(method_name, **({"corpus_name": "injection"} if method_name == "sft"
+                                                                     else {})), corpora, TrainSettings(**base))
+    finally:
+        loop.CPU_TRAINING_ATTENTION = saved
     times = [row["time"] for row in result.log]
     return statistics.median(b - a for a, b in zip(times, times[1:]))
 
@@ -114,17 +124,23 @@ def main(argv=None) -> int:
         print(f"  {name:10s} float32 {a:8.2f} s   bfloat16 {b:8.2f} s   {a / b:5.2f}x   {agreement}", flush=True)
 
     if "step" in sections:
-        row("step", {d: step_seconds(spec, d, "cft-sft", {"counterfactual": cft}, lr=1e-5) for d in DTYPES},
-            "s per optimizer step, CFT-SFT batch 8")
+        before = step_seconds(spec, "float32", "cft-sft", {"counterfactual": cft}, attention=None, lr=1e-5)
+        now = {d: step_seconds(spec, d, "cft-sft", {"counterfactual": cft}, lr=1e-5) for d in DTYPES}
+        row("step", now, f"s per optimizer step, CFT-SFT batch 8; float32 with sdpa attention (the loop before "
+                         f"this change) {before:.2f} s = {before / now['bfloat16']:.2f}x the bf16 step")
+        results["step"]["float32_sdpa_s"] = round(before, 3)
     if "inject" in sections:
         from rwkuplus.models import load_tokenizer
         from rwkuplus.subject import InjectionSettings
 
         s = InjectionSettings()
         corpus = injection_corpus(generate_world(WorldConfig()), load_tokenizer(spec))
-        row("inject", {d: step_seconds(spec, d, "sft", {"injection": corpus}, lr=s.lr, mode=s.mode, layers=s.layers,
-                                       max_length=s.max_length, group_by_length=True) for d in DTYPES},
-            "s per injection step, batch 8")
+        opts = dict(lr=s.lr, mode=s.mode, layers=s.layers, max_length=s.max_length, group_by_length=True)
+        before = step_seconds(spec, "float32", "sft", {"injection": corpus}, attention=None, **opts)
+        now = {d: step_seconds(spec, d, "sft", {"injection": corpus}, **opts) for d in DTYPES}
+        row("inject", now, f"s per injection step, batch 8; float32 with sdpa {before:.2f} s = "
+                           f"{before / now['bfloat16']:.2f}x the bf16 step")
+        results["inject"]["float32_sdpa_s"] = round(before, 3)
     if "generate" in sections:
         from rwkuplus.evaluation.generation import generate
         from rwkuplus.evaluation.prompts import probe_prompt

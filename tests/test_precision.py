@@ -133,3 +133,21 @@ def test_the_gradient_engine_in_bf16_agrees_with_fp32(tiny_model_dir):
         return G / d[:, None] / d[None, :]
     assert grams["bfloat16"].dtype is torch.float64  # accumulated in high precision whatever the model's dtype
     assert float((cos(grams["float32"]) - cos(grams["bfloat16"])).abs().max()) < 0.05
+
+
+def test_training_on_a_cpu_uses_eager_attention_and_gives_the_model_back_unchanged(tiny_model_dir):
+    model, tok, _ = load_model(str(tiny_model_dir), device="cpu")
+    original = model.config._attn_implementation
+    assert original != "eager"  # the tiny model loads with sdpa, as every model does by default
+    seen = {}
+
+    def on_checkpoint(step, m):
+        seen[step] = m.config._attn_implementation
+
+    def on_step(row):
+        seen.setdefault("training", model.config._attn_implementation)
+
+    r = train(model, tok, make_method("sft", corpus_name="facts"), {"facts": FACTS},
+              _settings(checkpoint_steps=[0, 2]), on_checkpoint=on_checkpoint, on_step=on_step)
+    assert seen == {0: original, 2: original, "training": "eager"}
+    assert r.model.config._attn_implementation == original

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..methods.base import Method, Reference, unwrap
 from ..models import add_lora
 from ..sequences import to_device
-from .precision import HALF, MasterWeights
+from .precision import CPU_TRAINING_ATTENTION, HALF, AttentionSwitch, MasterWeights
 from .settings import TrainSettings, parse_layers
 
 log = logging.getLogger(__name__)
@@ -234,9 +234,20 @@ def train(
     Returns a TrainResult whose ``model`` is the trained (unwrapped) model.
     """
     settings.validate()
-    started = time.perf_counter()
     if accelerator is None:
         accelerator = make_accelerator()
+    cpu = accelerator.device.type == "cpu"
+    attention = AttentionSwitch(model, CPU_TRAINING_ATTENTION if cpu and method.trains else None)
+    try:
+        return _train(model, tokenizer, method, corpora, settings, on_checkpoint=on_checkpoint, on_step=on_step,
+                      accelerator=accelerator, reference_model=reference_model, attention=attention)
+    finally:
+        attention.restore()
+
+
+def _train(model, tokenizer, method: Method, corpora: Corpora, settings: TrainSettings, *, on_checkpoint, on_step,
+           accelerator, reference_model, attention: AttentionSwitch) -> TrainResult:
+    started = time.perf_counter()
     cost = TrainCost()
     if not method.trains:
         cost.wall_time_s = time.perf_counter() - started
@@ -338,7 +349,8 @@ def train(
         inner = accelerator.unwrap_model(model)
         was = inner.training
         inner.eval()
-        on_checkpoint(step, inner)
+        with attention.original():  # evaluation with the model's own attention kernel
+            on_checkpoint(step, inner)
         inner.train(was)
 
     checkpoint(0)

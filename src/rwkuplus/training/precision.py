@@ -15,6 +15,8 @@ with FSDP, which owns the parameters there).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 HALF = (torch.float16, torch.bfloat16)
@@ -27,6 +29,7 @@ class MasterWeights:
         self.model_params = [p for _, p in named]
         self.masters = [torch.nn.Parameter(p.detach().float().clone()) for p in self.model_params]
         self.named = [(n, m) for (n, _), m in zip(named, self.masters)]
+        self.grad_buffers: list[torch.Tensor | None] = [None] * len(self.masters)
 
     @staticmethod
     def needed(params: list[torch.nn.Parameter], autocast: bool) -> bool:
@@ -34,9 +37,18 @@ class MasterWeights:
         return not autocast and any(p.dtype in HALF for p in params)
 
     def grads_to_masters(self) -> None:
-        """Move each model gradient to its master, in fp32 (the model's own gradients are dropped)."""
-        for p, m in zip(self.model_params, self.masters):
-            m.grad = None if p.grad is None else p.grad.float()
+        """Move each model gradient to its master, in fp32 (the model's own gradients are dropped).
+
+        The fp32 gradients are written into buffers kept across steps: allocating 4 bytes per
+        parameter afresh every step (``p.grad.float()``) cost 156 ms against 40 ms on SmolLM2-135M,
+        the new pages being faulted in one by one."""
+        for k, (p, m) in enumerate(zip(self.model_params, self.masters)):
+            if p.grad is None:
+                m.grad = None
+                continue
+            if self.grad_buffers[k] is None:
+                self.grad_buffers[k] = torch.empty_like(m)
+            m.grad = self.grad_buffers[k].copy_(p.grad)
             p.grad = None
 
     @torch.no_grad()
@@ -46,4 +58,47 @@ class MasterWeights:
             p.copy_(m)
 
 
-__all__ = ["MasterWeights"]
+__all__ = ["MasterWeights", "AttentionSwitch", "CPU_TRAINING_ATTENTION"]
+
+
+#: The attention kernel training runs with on a CPU. With padded batches of short sequences (what
+#: unlearning and injection train on), torch's fused CPU attention (``sdpa``) spends most of a step
+#: on masking: a SmolLM2-135M forward + backward on 8 x 73 tokens took 1.65 s with ``sdpa`` and
+#: 1.09 s with ``eager`` in bf16 (3.30 s and 2.42 s in fp32). For generation ``sdpa`` stays faster
+#: (5.4 s against 7.0 s on 32 BBH prompts), so evaluation keeps the model's own kernel.
+CPU_TRAINING_ATTENTION = "eager"
+
+
+class AttentionSwitch:
+    """Sets a model's attention implementation for training and puts the original back (``restore``),
+    also for the length of a callback (``original()``). Models without the switch are left alone."""
+
+    def __init__(self, model, implementation: str | None):
+        self.model = getattr(model, "get_base_model", lambda: model)()
+        config = getattr(self.model, "config", None)
+        self.original_impl = getattr(config, "_attn_implementation", None)
+        self.training_impl = implementation if hasattr(self.model, "set_attn_implementation") else None
+        if self.training_impl == self.original_impl:
+            self.training_impl = None
+        self._set(self.training_impl)
+
+    def _set(self, implementation: str | None) -> None:
+        if implementation is not None:
+            self.model.set_attn_implementation(implementation)
+
+    def restore(self) -> None:
+        if self.training_impl is not None:
+            self._set(self.original_impl)
+            self.training_impl = None
+
+    @contextlib.contextmanager
+    def original(self):
+        """The original kernel inside the block (a checkpoint's evaluation), the training one after it."""
+        if self.training_impl is None:
+            yield
+            return
+        self._set(self.original_impl)
+        try:
+            yield
+        finally:
+            self._set(self.training_impl)
