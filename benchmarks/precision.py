@@ -13,10 +13,6 @@ it is loaded twice, once per dtype, from the same weights. Sections:
   layers, the world's injection corpus), the unit of the subject build; seconds per step.
 - ``generate``: greedy generation of the world's forget and neighbor probe answers (batches of 32,
   30 new tokens): seconds, and the share of identical answers.
-- ``decode``: decoding with the KV cache reserved up front (``generation.reserve_cache``: each step
-  writes its token in place) against the plain cache (``torch.cat`` of the whole cache every step),
-  in bf16, on 32 BBH prompts (long few-shot prefixes, 64 new tokens) and the world's probes (30):
-  seconds, identical outputs. (The rows of this section are reserved / plain, not float32 / bfloat16.)
 - ``engine``: the per-example gradient Gram (``diagnostics.gradient_gram``, exact, all parameters)
   on n = 32 counterfactual texts: seconds, and the largest cosine difference.
 - ``evaluate``: the whole evaluation of every world target (``runner.evaluate_model``, every part as
@@ -38,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("step", "inject", "generate", "decode", "engine", "evaluate")
+SECTIONS = ("step", "inject", "generate", "engine", "evaluate")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -155,27 +151,6 @@ def main(argv=None) -> int:
             secs[d] = time.perf_counter() - start
         row("generate", secs, f"{answers_agree(outs['float32'], outs['bfloat16']):.1%} of {len(outs['float32'])} "
                               "greedy answers identical")
-    if "decode" in sections:
-        from rwkuplus.evaluation import generation
-        from rwkuplus.evaluation.prompts import probe_prompt
-        from rwkuplus.evaluation.utility import bbh_prompt
-
-        model, tok, _ = load_model(spec, dtype="bfloat16")
-        sets = {"BBH": ([bbh_prompt(tok, it) for it in bench.targets[0].utility.bbh[:32]], 64),
-                "probes": ([probe_prompt(tok, p) for t in bench.targets for p in t.forget_probes][:64], 30)}
-        reserve = generation.reserve_cache
-        for name, (prompts, new) in sets.items():
-            outs, secs = {}, {}
-            for way in ("plain", "reserved", "plain", "reserved"):  # twice each, interleaved; the faster of each
-                generation.reserve_cache = reserve if way == "reserved" else (lambda cache, tokens: False)
-                start = time.perf_counter()
-                outs[way] = generation.generate(model, tok, prompts, max_new_tokens=new, batch_size=32,
-                                                stop_at_newline=False)
-                secs[way] = min(secs.get(way, 1e9), time.perf_counter() - start)
-            generation.reserve_cache = reserve
-            same = answers_agree(outs["plain"], outs["reserved"])
-            row(f"decode {name}", {"float32": secs["plain"], "bfloat16": secs["reserved"]},
-                f"plain cache / reserved cache, bf16; {same:.0%} of {len(prompts)} outputs identical")
     if "engine" in sections:
         from rwkuplus.diagnostics.gradients import gradient_gram
         from rwkuplus.sequences import encode_examples

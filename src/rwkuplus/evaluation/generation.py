@@ -262,63 +262,6 @@ def _join_caches(caches: list):
     return caches[0]
 
 
-def _reserved_layer_class():
-    from transformers.cache_utils import DynamicLayer
-
-    class ReservedLayer(DynamicLayer):
-        """A plain cache layer whose keys and values are views of buffers with room for the tokens still
-        to come: a decoding step writes its token in place instead of copying the whole cache
-        (``DynamicLayer.update``'s ``torch.cat``, whose cost grows with the prompt's length)."""
-
-        def reserve(self, tokens: int) -> None:
-            length = self.keys.shape[-2]
-            self.used = length
-            self.buffers = []
-            for x in (self.keys, self.values):
-                buf = x.new_empty(*x.shape[:-2], length + tokens, x.shape[-1])
-                buf[..., :length, :] = x
-                self.buffers.append(buf)
-            self._views()
-
-        def _views(self) -> None:
-            self.keys, self.values = (b[..., : self.used, :] for b in self.buffers)
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            n = key_states.shape[-2]
-            if self.used + n > self.buffers[0].shape[-2]:  # beyond the reservation: grow as usual
-                self.buffers = list(super().update(key_states, value_states, *args, **kwargs))
-                self.used = self.buffers[0].shape[-2]
-                return self.keys, self.values
-            for buf, x in zip(self.buffers, (key_states, value_states)):
-                buf[..., self.used: self.used + n, :] = x
-            self.used += n
-            self._views()
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self.buffers = [b[indices, ...] for b in self.buffers]
-            self._views()
-
-    return ReservedLayer
-
-
-_RESERVED: list = []
-
-
-def reserve_cache(cache, tokens: int) -> bool:
-    """Give each layer of a plain cache room for ``tokens`` more positions (see ``ReservedLayer``);
-    False (nothing changed) for any other kind of cache."""
-    layers = _plain_layers(cache)
-    if layers is None:
-        return False
-    if not _RESERVED:
-        _RESERVED.append(_reserved_layer_class())
-    for layer in layers:
-        layer.__class__ = _RESERVED[0]
-        layer.reserve(tokens)
-    return True
-
-
 def select_cache_rows(cache, rows: torch.Tensor):
     """A new KV cache holding the rows ``rows`` of a plain cache (``cache`` is left as it is); None when
     the cache is not plain (``_plain_layers``)."""
@@ -391,7 +334,6 @@ def _decode(model, cache, arg: str, logits: torch.Tensor, mask: torch.Tensor, ne
     and including its stop token.
     """
     n = logits.shape[0]
-    reserve_cache(cache, max_new_tokens)  # decoding writes into the cache in place (no copy per step)
     active = list(range(n))  # rows still generating, in the order of the cache's batch dimension
     new: list[list[int]] = [[] for _ in range(n)]
     for step in range(max_new_tokens):
