@@ -78,7 +78,7 @@ def verdict(estimate: float | None, low: float | None, high: float | None, per_w
     """The decision rule of the module docstring."""
     if estimate is None or low is None or high is None:
         return "not measured"
-    est, lo, hi = direction * estimate, *sorted((direction * low, direction * high))
+    est, lo = direction * estimate, min(direction * low, direction * high)
     if est <= 0:
         return "not supported"
     if lo > 0:
