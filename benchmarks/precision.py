@@ -14,7 +14,8 @@ it is loaded twice, once per dtype, from the same weights. Sections:
 - ``generate``: greedy generation of the world's forget and neighbor probe answers (batches of 32,
   30 new tokens): seconds, and the share of identical answers.
 - ``engine``: the per-example gradient Gram (``diagnostics.gradient_gram``, exact, all parameters)
-  on n = 32 counterfactual texts: seconds, and the largest cosine difference.
+  on n = 32 counterfactual texts, in each model's own arithmetic (``precision="model"``): seconds and
+  the cosine error of bf16 against fp32; and the default (a bf16 model upcast to fp32 for the Gram).
 - ``evaluate``: the whole evaluation of every world target (``runner.evaluate_model``, every part as
   ``rwkuplus evaluate`` runs it, the world protocol): seconds, the share of identical greedy answers
   over every generated record, and the largest difference of any number of the RWKU row.
@@ -155,20 +156,25 @@ def main(argv=None) -> int:
         from rwkuplus.diagnostics.gradients import gradient_gram
         from rwkuplus.sequences import encode_examples
 
-        grams, secs = {}, {}
-        for d in DTYPES:
-            model, tok, _ = load_model(spec, dtype=d)
-            batch = encode_examples(tok, [e for (e,) in cft[:32]], 48)
-            gradient_gram(model, encode_examples(tok, [e for (e,) in cft[:2]], 8), "all")  # warm-up
-            start = time.perf_counter()
-            grams[d] = gradient_gram(model, batch, "all").gram
-            secs[d] = time.perf_counter() - start
-
         def cos(G):
             n = G.diagonal().clamp_min(1e-30).sqrt()
             return G / n[:, None] / n[None, :]
-        diff = float((cos(grams["float32"]) - cos(grams["bfloat16"])).abs().max())
-        row("engine", secs, f"largest cosine difference {diff:.3f} (n = 32)")
+
+        grams, secs = {}, {}
+        for d, precision in (("float32", "model"), ("bfloat16", "model"), ("bfloat16", "float32")):
+            model, tok, _ = load_model(spec, dtype=d)
+            batch = encode_examples(tok, [e for (e,) in cft[:32]], 48)
+            gradient_gram(model, encode_examples(tok, [e for (e,) in cft[:2]], 8), "all", precision=precision)
+            start = time.perf_counter()
+            grams[d, precision] = gradient_gram(model, batch, "all", precision=precision).gram
+            secs[d, precision] = time.perf_counter() - start
+        ref = cos(grams["float32", "model"])
+        err = {k: (cos(g) - ref).abs() for k, g in grams.items()}
+        bf = err["bfloat16", "model"]
+        row("engine", {"float32": secs["float32", "model"], "bfloat16": secs["bfloat16", "model"]},
+            f"bf16 arithmetic: cosine error mean {float(bf.mean()):.3f}, largest {float(bf.max()):.3f} (n = 32); "
+            f"the default, the bf16 model upcast to fp32: {secs['bfloat16', 'float32']:.2f} s, largest "
+            f"{float(err['bfloat16', 'float32'].max()):.1e}")
     if "evaluate" in sections:
         from rwkuplus.evaluation.runner import EvalSettings, evaluate_model
 
