@@ -27,6 +27,7 @@ import argparse
 import re
 from pathlib import Path
 
+from rwkuplus.claims import replace_doc_block
 from rwkuplus.config import RunConfig
 from rwkuplus.evaluation.attacks import recovery_interval
 from rwkuplus.fileio import read_json, read_jsonl, write_text
@@ -175,15 +176,6 @@ def reference_table(run: Path) -> str:
             + "| Before (subject) and base | " + " | ".join(cell(n) for n in names) + " |")
 
 
-def replace_block(text: str, key: str, table: str) -> str:
-    begin, end = f"<!-- table:{key} -->", f"<!-- /table:{key} -->"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    block = f"{begin}\n{table}\n{end}"
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text)
-    return text.rstrip("\n") + f"\n\n{block}\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/attacks")
@@ -216,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = Path(args.doc)
         text = doc.read_text(encoding="utf-8") if doc.exists() else ""
         for key, t in tables.items():
-            text = replace_block(text, key, t)
+            text = replace_doc_block(text, t, key)
         write_text(doc, text)
         print(f"\nTables written into {doc}")
     return 0

@@ -24,9 +24,9 @@ hidden-costs`` (``src/rwkuplus/data/experiments/hidden-costs.yaml``, ``rwkuplus.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
+from rwkuplus.claims import replace_doc_block
 from rwkuplus.config import RunConfig
 from rwkuplus.fileio import read_json, write_text
 from rwkuplus.suite import Suite
@@ -70,7 +70,7 @@ def main() -> None:
     if not args.no_doc:
         text = DOC.read_text(encoding="utf-8")
         for key, table in tables.items():
-            text = replace_block(text, key, table)
+            text = replace_doc_block(text, table, key)
         write_text(DOC, text)
         print(f"\nTables written into {DOC}")
 
@@ -131,15 +131,6 @@ def tradeoff_table(rows: list[dict]) -> str:
     body = [[r["method"]] + [_fmt(r["metrics"].get(c), 1 if c.startswith(("Forget", "Neighbor")) else 2)
                              for c in cols] for r in rows]
     return _table(["method", *cols], body)
-
-
-def replace_block(text: str, key: str, table: str) -> str:
-    begin, end = f"<!-- table:{key} -->", f"<!-- /table:{key} -->"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    block = f"{begin}\n{table}\n{end}"
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text)
-    return text.rstrip("\n") + f"\n\n{block}\n"
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experiment_hidden_costs import DOC, _fmt, _table, replace_block  # noqa: E402
+from experiment_hidden_costs import DOC, _fmt, _table  # noqa: E402
 
+from rwkuplus.claims import replace_doc_block  # noqa: E402
 from rwkuplus.config import RunConfig  # noqa: E402
 from rwkuplus.errors import UserError  # noqa: E402
 from rwkuplus.evaluation.hallucination import DOMAINS  # noqa: E402
@@ -122,7 +123,7 @@ def _write_tables(tables: dict[str, str], args) -> None:
         doc = Path(args.doc)
         text = doc.read_text(encoding="utf-8")
         for key, table in tables.items():
-            text = replace_block(text, key, table)
+            text = replace_doc_block(text, table, key)
         write_text(doc, text)
         print(f"\nTables written into {doc}")
 

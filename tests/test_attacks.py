@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rwkuplus.benchmark.records import Benchmark, MIAText, Probe, Target, TargetData, UtilitySet
+from rwkuplus.claims import replace_doc_block
 from rwkuplus.errors import UserError
 from rwkuplus.evaluation.attacks import (
     AttackSettings,
@@ -243,5 +244,5 @@ def test_findings_table_from_hand_made_records(tmp_path):
     assert header.index("Q8") < header.index("Q4") < header.index("Relearn@5") < header.index("Relearn@20")
     assert ("| GA | 100.0 -> 0.0 | 0.00 [0.00, 0.00] (0.0, Before 100.0; gone) | "
             "1.00 [1.00, 1.00] (100.0, Before 100.0; hidden) |") in table
-    text = script.replace_block("intro\n<!-- table:attacks -->\nold\n<!-- /table:attacks -->\nend\n", "attacks", "new")
+    text = replace_doc_block("intro\n<!-- table:attacks -->\nold\n<!-- /table:attacks -->\nend\n", "new", "attacks")
     assert text == "intro\n<!-- table:attacks -->\nnew\n<!-- /table:attacks -->\nend\n"
