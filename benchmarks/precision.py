@@ -153,12 +153,9 @@ def main(argv=None) -> int:
         row("generate", secs, f"{answers_agree(outs['float32'], outs['bfloat16']):.1%} of {len(outs['float32'])} "
                               "greedy answers identical")
     if "engine" in sections:
+        from rwkuplus.diagnostics.conflict import cosine_matrix as cos
         from rwkuplus.diagnostics.gradients import gradient_gram
         from rwkuplus.sequences import encode_examples
-
-        def cos(G):
-            n = G.diagonal().clamp_min(1e-30).sqrt()
-            return G / n[:, None] / n[None, :]
 
         grams, secs = {}, {}
         for d, precision in (("float32", "model"), ("bfloat16", "model"), ("bfloat16", "float32")):
@@ -169,7 +166,7 @@ def main(argv=None) -> int:
             grams[d, precision] = gradient_gram(model, batch, "all", precision=precision).gram
             secs[d, precision] = time.perf_counter() - start
         ref = cos(grams["float32", "model"])
-        err = {k: (cos(g) - ref).abs() for k, g in grams.items()}
+        err = {k: abs(cos(g) - ref) for k, g in grams.items()}
         bf = err["bfloat16", "model"]
         row("engine", {"float32": secs["float32", "model"], "bfloat16": secs["bfloat16", "model"]},
             f"bf16 arithmetic: cosine error mean {float(bf.mean()):.3f}, largest {float(bf.max()):.3f} (n = 32); "

@@ -121,6 +121,7 @@ def test_the_suite_runs_in_bf16_end_to_end_and_records_its_dtype(tiny_model_dir,
 def test_the_gradient_engine_computes_in_fp32_on_a_bf16_model(tiny_model_dir):
     import copy
 
+    from rwkuplus.diagnostics.conflict import cosine_matrix as cos
     from rwkuplus.diagnostics.gradients import gradient_gram
     from rwkuplus.sequences import encode_examples
 
@@ -134,12 +135,9 @@ def test_the_gradient_engine_computes_in_fp32_on_a_bf16_model(tiny_model_dir):
     assert all(p.dtype is torch.bfloat16 and torch.equal(p, before[n]) for n, p in model.named_parameters())
     exact = gradient_gram(reference, batch, "all").gram
 
-    def cos(G):
-        d = G.diagonal().sqrt()
-        return G / d[:, None] / d[None, :]
     assert default.dtype is torch.float64  # accumulated in high precision whatever the model's dtype
-    assert float((cos(default) - cos(exact)).abs().max()) < 1e-6  # fp32 arithmetic: the fp32 model's Gram
-    assert float((cos(own) - cos(exact)).abs().max()) > 1e-4  # bf16 arithmetic is measurably off
+    assert abs(cos(default) - cos(exact)).max() < 1e-6  # fp32 arithmetic: the fp32 model's Gram
+    assert abs(cos(own) - cos(exact)).max() > 1e-4  # bf16 arithmetic is measurably off
     with pytest.raises(ValueError, match="precision"):
         gradient_gram(model, batch, "all", precision="half")
 
