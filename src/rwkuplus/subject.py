@@ -39,7 +39,7 @@ from .progress import activity
 
 log = logging.getLogger(__name__)
 
-INJECTION_VERSION = 3  # 2: replay in the question format, length-grouped batches; 3: replay distilled (KL)
+INJECTION_VERSION = 4  # 2: replay in the question format, length-grouped batches; 3: replay distilled (KL); 4: eager attention while training on CPUs
 # How the checks grade (not part of the cache key: a cached subject is re-graded from its stored answers).
 # 2: a general question with a numeral gold answer is decided by the first number of the answer.
 CHECKS_VERSION = 2
