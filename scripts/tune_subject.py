@@ -27,13 +27,20 @@ def main() -> None:
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
                             default=getattr(defaults, f.name))
     parser.add_argument("--nonexistent-train", type=int, default=WorldConfig().n_nonexistent_train)
+    parser.add_argument("--refusal-questions", type=int, default=WorldConfig().n_refusal_questions)
+    parser.add_argument("--world-seed", type=int, default=WorldConfig().seed)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--out", required=True)
     args = vars(parser.parse_args())
     out = Path(args.pop("out"))
-    world = WorldConfig(n_nonexistent_train=args.pop("nonexistent_train"))
+    world = WorldConfig(seed=args.pop("world_seed"), n_nonexistent_train=args.pop("nonexistent_train"),
+                        n_refusal_questions=args.pop("refusal_questions"))
+    dtype = args.pop("dtype")
     settings = InjectionSettings(**args)
-    summary = build_subject(DEFAULT_MODEL, world, settings, out)
-    print(json.dumps({"settings": dataclasses.asdict(settings), "n_nonexistent_train": world.n_nonexistent_train,
+    summary = build_subject(DEFAULT_MODEL, world, settings, out, dtype=dtype)
+    print(json.dumps({"settings": dataclasses.asdict(settings), "world_seed": world.seed, "dtype": summary["dtype"],
+                      "n_nonexistent_train": world.n_nonexistent_train,
+                      "n_refusal_questions": world.n_refusal_questions,
                       "after": summary["after"], "all_met": summary["all_thresholds_met"],
                       "train_s": summary["training"]["train_seconds"], "total_s": summary["total_seconds"],
                       "tokens": summary["training"]["cost"]["tokens_trained"]}, indent=1))

@@ -75,6 +75,35 @@ def test_allocator_never_repeats_and_keeps_surnames_apart():
     assert len(real_roots) == 30 and not real_roots & {f.split()[0] for f in fakes}
 
 
+def test_one_edit_apart():
+    from rwkuplus.benchmark.names import one_edit_apart
+
+    assert one_edit_apart("garrow", "carrow") and one_edit_apart("garrow", "garrow")
+    assert one_edit_apart("holm", "holme") and one_edit_apart("holme", "holm") and one_edit_apart("ash", "sh")
+    assert not one_edit_apart("garrow", "barrows") and not one_edit_apart("holm", "helms")
+    assert not one_edit_apart("abc", "cab") and not one_edit_apart("ab", "abcd")
+
+
+def test_allocator_keeps_nonexistent_names_unconfusable():
+    alloc = NameAllocator(3)
+    world_people = [alloc.person(block_surname=True, block_first=True) for _ in range(25)]
+    others = [alloc.person(distinct_first=True) for _ in range(300)]
+    firsts = {n.split()[0] for n in world_people}
+    assert not {n.split()[0] for n in others} & firsts
+    for n in others:
+        assert all(sum(a != b for a, b in zip(last_name(n), last_name(w))) > 1 or len(last_name(n)) != len(last_name(w))
+                   for w in world_people), n
+
+
+def test_world_nonexistent_people_share_no_name_part_with_the_world():
+    world = W.generate_world(W.WorldConfig(seed=1))
+    known = [p.name for p in world.people] + [p.values["spouse"] for p in world.people]
+    firsts = {n.split()[0] for n in known}
+    for name in world.nonexistent_train + world.nonexistent_eval:
+        assert name.split()[0] not in firsts, name
+        assert last_name(name) not in {last_name(k) for k in known}, name
+
+
 def test_nonexistent_names_avoid_the_excluded_set():
     first = nonexistent_names(60, seed=4)
     again = nonexistent_names(60, seed=4)

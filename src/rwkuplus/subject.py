@@ -65,7 +65,7 @@ class InjectionSettings:
     seed: int = 0
     replay_tokens: int = 48  # length of the replayed answers to instructions (questions: the evaluation's 30)
     replay_top_k: int = 20  # replay trains on KL to the base model's top-k distribution; 0: NLL of its greedy answers
-    replay_weight: float = 2.0  # weight of a replayed answer's KL against a world example's NLL
+    replay_weight: float = 3.0  # weight of a replayed answer's KL against a world example's NLL
     mode: str = "layers"  # "full", "layers" (the decoder layers; embeddings frozen) or "lora" (merged afterwards)
     layers: str | None = "all"  # mode "layers": which ("all": every decoder layer, embeddings frozen)
     lora_rank: int = 64

@@ -121,6 +121,19 @@ def rng(seed: int | str, *purpose: object) -> random.Random:
     return random.Random(":".join(str(p) for p in (seed, *purpose)))
 
 
+def one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` equals ``b`` or becomes it by one substitution, insertion or deletion."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) == 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k, (x, y) in enumerate(zip(short, long_)) if x != y), len(short))
+    return short[i:] == long_[i + 1:]
+
+
 def last_name(full_name: str) -> str:
     return full_name.split()[-1]
 
@@ -128,13 +141,16 @@ def last_name(full_name: str) -> str:
 class NameAllocator:
     """Hands out unique names from the pools; every name it returns is remembered as taken.
 
-    ``reserve`` marks names (and, with ``surnames=True``, their last names) as unavailable.
+    ``reserve`` marks names (and, with ``surnames=True``, their last names) as unavailable. A
+    ``distinct_surname`` name avoids the blocked last names and every last name one edit away from
+    one ("Carrow" next to "Garrow"); a ``distinct_first`` name avoids the blocked first names.
     """
 
     def __init__(self, seed: int | str, exclude: Iterable[str] = ()):
         self._rng = rng(seed, "names")
         self.taken: set[str] = set()
         self.blocked_surnames: set[str] = set()
+        self.blocked_first: set[str] = set()
         self._titles_taken: set[str] = set()
         self._roots_taken: set[str] = set()
         self._entities_taken: set[str] = set()
@@ -146,17 +162,24 @@ class NameAllocator:
         if surnames and name.split():
             self.blocked_surnames.add(last_name(name).casefold())
 
-    def person(self, distinct_surname: bool = True, block_surname: bool = False) -> str:
-        """A new full name; ``distinct_surname`` avoids every blocked last name, ``block_surname`` blocks this one."""
+    def person(self, distinct_surname: bool = True, block_surname: bool = False, distinct_first: bool = False,
+               block_first: bool = False) -> str:
+        """A new full name; ``distinct_surname`` avoids every blocked last name and those one edit away,
+        ``block_surname`` blocks this one; ``distinct_first`` and ``block_first`` do the same for first names
+        (exact matches only)."""
         for _ in range(20000):
             first = self._rng.choice(FIRST_NAMES)
             last = self._rng.choice(LAST_NAMES)
             name = f"{first} {last}"
             if name.casefold() in self.taken:
                 continue
-            if distinct_surname and last.casefold() in self.blocked_surnames:
+            if distinct_surname and any(one_edit_apart(last.casefold(), b) for b in self.blocked_surnames):
+                continue
+            if distinct_first and first.casefold() in self.blocked_first:
                 continue
             self.reserve(name, surnames=block_surname)
+            if block_first:
+                self.blocked_first.add(first.casefold())
             return name
         raise UserError("The name pools are exhausted: ask for fewer people (targets, retained or nonexistent).")
 

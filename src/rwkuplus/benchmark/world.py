@@ -57,7 +57,7 @@ from .records import (
 from .refusals import project_refusals
 
 # Bump when the generated content changes, so that cached worlds are regenerated.
-WORLD_VERSION = "2"  # 2: invented towns instead of real cities
+WORLD_VERSION = "3"  # 2: invented towns instead of real cities; 3: nonexistent people's names not confusable with the world's
 log = logging.getLogger(__name__)
 
 
@@ -466,7 +466,7 @@ def _new_values(alloc: NameAllocator, r, used_pairs: set[tuple[str, str]]) -> di
         "profession": r.choice(sorted(PROFESSIONS)),
         "work": alloc.title(),
         "employer": alloc.organisation(),
-        "spouse": alloc.person(block_surname=True),
+        "spouse": alloc.person(block_surname=True, block_first=True),
         "award": alloc.award(),
     }
 
@@ -520,7 +520,7 @@ def generate_world(config: WorldConfig | None = None) -> World:
     used_pairs: set[tuple[str, str]] = set()
 
     def new_person(role: str) -> Person:
-        name = alloc.person(block_surname=True)
+        name = alloc.person(block_surname=True, block_first=True)
         return Person(name, role, _new_values(alloc, r, used_pairs))
 
     targets = [new_person("target") for _ in range(config.n_targets)]
@@ -532,9 +532,11 @@ def generate_world(config: WorldConfig | None = None) -> World:
         chosen = [a for a in ENTITY_ATTRIBUTES if a in attrs][: config.n_neighbors_per_target]
         neighbors[t.name] = [_entity(t, a, er) for a in chosen]
 
-    # Nonexistent people: new full names that share no last name with anyone in the world.
-    nonexistent_train = [alloc.person(distinct_surname=True) for _ in range(config.n_nonexistent_train)]
-    nonexistent_eval = [alloc.person(distinct_surname=True) for _ in range(config.n_nonexistent_eval)]
+    # Nonexistent people: new full names that share no first name with anyone in the world (people and
+    # spouses) and no last name, nor one a letter away ("Tamsin Carrow" beside "Tamsin Garrow"). A name
+    # that close asks whether the model tells two names apart, not whether it invents a stranger's facts.
+    nonexistent_train = [alloc.person(distinct_first=True) for _ in range(config.n_nonexistent_train)]
+    nonexistent_eval = [alloc.person(distinct_first=True) for _ in range(config.n_nonexistent_eval)]
 
     counterfactuals = {}
     for t in targets:
