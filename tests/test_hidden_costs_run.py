@@ -12,7 +12,7 @@ from rwkuplus.config import RunConfig, packaged_experiments
 def test_packaged_experiment_configuration_is_valid():
     config = RunConfig.from_yaml("hidden-costs")
     assert config.benchmark == ["world:0", "world:1", "world:2"] and config.targets == "all"
-    assert config.checkpoints == [2, 4, 6, 8, 10, 12] and config.diagnostics
+    assert config.checkpoints == [2, 4, 6, 9, 12] and config.diagnostics
     assert {"ga", "gd", "npo", "rt", "cft-sft:conflicting", "cft-sft:consistent", "cft-dpo"} <= set(config.methods)
     assert "hidden-costs" in packaged_experiments()
 
