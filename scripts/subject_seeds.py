@@ -1,17 +1,18 @@
 """Build (or reuse) the subject model of several world seeds and print each one's checks as a table.
 
-    python scripts/subject_seeds.py --seeds 0-4 [--dtype auto] [--markdown FILE]
+    python scripts/subject_seeds.py --seeds 0-4 [--dtype auto] [--markdown FILE] [--doc docs/subject.md]
 
 Every seed is built with the same ``InjectionSettings`` (the defaults) and cached as ``rwkuplus
 subject --world-seed S`` would (a later ``rwkuplus run --benchmark world:S`` reuses it). The table
 (one row per seed: each check's value, a mark where it misses its threshold, training and build
-seconds) is what docs/subject.md shows.
+seconds) is what docs/subject.md shows (``--doc`` rewrites its block ``table:seeds``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rwkuplus.benchmark.world import WorldConfig
 from rwkuplus.models import DEFAULT_MODEL, dtype_name
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0-4", help="world seeds, e.g. 0-4 or 0,1,2 (default 0-4)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--doc", help="rewrite the block <!-- table:seeds --> of this Markdown file with the table")
     args = ap.parse_args(argv)
     rows = []
     for seed in seeds_of(args.seeds):
@@ -56,9 +58,13 @@ def main(argv=None) -> int:
     text = table(rows)
     print(text)
     if args.markdown:
-        from pathlib import Path
-
         Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    if args.doc:
+        from rwkuplus.claims import replace_doc_block
+        from rwkuplus.fileio import write_text
+
+        doc = Path(args.doc)
+        write_text(doc, replace_doc_block(doc.read_text(encoding="utf-8"), text, "seeds"))
     return 0 if all(s["all_thresholds_met"] for _, s in rows) else 1
 
 
