@@ -1,6 +1,6 @@
 """How fast this CPU multiplies the default model's matrices, bf16 against fp32, in one run.
 
-    .venv/bin/python benchmarks/matmul_shapes.py [--tokens 256,512,1024]
+    .venv/bin/python benchmarks/matmul_shapes.py [--tokens 256,512,1024] [--reference-size 2048]
 
 For SmolLM2-135M's linear layers (hidden 576, MLP 1536, key/value 192) at M tokens per step: GFLOP/s
 of the forward product and of the two backward products (input gradient, weight gradient), in
@@ -31,12 +31,14 @@ def rate(fn, flops: float, repeat: int = 20) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", default="256,512,1024", help="M values (tokens per step)")
+    ap.add_argument("--reference-size", type=int, default=2048, help="side of the square reference product")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for dtype in (torch.bfloat16, torch.float32):
-        a = torch.randn(2048, 2048, dtype=dtype)
-        print(f"{str(dtype)[6:]:9s} 2048^3 reference: {rate(lambda: a @ a, 2 * 2048 ** 3, 5):6.0f} GFLOP/s")
+        n = args.reference_size
+        a = torch.randn(n, n, dtype=dtype)
+        print(f"{str(dtype)[6:]:9s} {n}^3 reference: {rate(lambda: a @ a, 2 * n ** 3, 5):6.0f} GFLOP/s")
     print("| tokens | in x out | dtype | forward | input grad | weight grad |")
     print("|---|---|---|---|---|---|")
     for m in (int(x) for x in args.tokens.split(",")):

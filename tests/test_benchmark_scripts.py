@@ -1,4 +1,5 @@
-"""The prepared GPU check runs before a GPU exists: its CPU smoke mode, end to end on a tiny model."""
+"""The prepared GPU check runs before a GPU exists: its CPU smoke mode, end to end on a tiny model; and the
+matrix-shape benchmark prints its table."""
 
 import importlib.util
 import json
@@ -26,3 +27,16 @@ def test_gpu_check_smoke_mode_prints_its_table(tmp_path, capsys):
     assert result["smoke"] is True and result["quick_run"]["exit"] == 0 and result["quick_run"]["units_ok"] == 3
     assert result["train"]["seconds_per_step"] > 0 and result["evaluate"]["all_agree"] is True
     assert result["evaluate"]["whole_records"] > 0
+
+
+def test_matmul_shapes_prints_one_row_per_shape_and_dtype(capsys):
+    import re
+
+    assert _load("matmul_shapes").main(["--tokens", "8", "--reference-size", "64"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 8 |")]
+    assert len(rows) == 8  # 4 shapes x (bfloat16, float32)
+    for row in rows:
+        rates = [float(x) for x in re.findall(r"\| ([0-9.]+)(?= \|)", row)[1:]]
+        assert len(rates) == 3 and all(r > 0 for r in rates), row
+    assert "64^3 reference" in out
