@@ -53,7 +53,6 @@ by the tests and the speed benchmark.
 from __future__ import annotations
 
 import contextlib
-
 import time
 import zlib
 from dataclasses import dataclass, field

@@ -58,8 +58,6 @@ class MasterWeights:
             p.copy_(m)
 
 
-__all__ = ["MasterWeights", "AttentionSwitch", "CPU_TRAINING_ATTENTION"]
-
 
 #: The attention kernel training runs with on a CPU. With padded batches of short sequences (what
 #: unlearning and injection train on), torch's fused CPU attention (``sdpa``) spends most of a step
@@ -102,3 +100,6 @@ class AttentionSwitch:
             yield
         finally:
             self._set(self.training_impl)
+
+
+__all__ = ["MasterWeights", "AttentionSwitch", "CPU_TRAINING_ATTENTION"]
