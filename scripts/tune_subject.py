@@ -18,14 +18,23 @@ from rwkuplus.models import DEFAULT_MODEL
 from rwkuplus.subject import InjectionSettings, build_subject
 
 
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "true", "1"):
+        return True
+    if text.lower() in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = InjectionSettings()
     for f in dataclasses.fields(InjectionSettings):
         if f.name == "lora_targets":
             continue
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name))
+        default = getattr(defaults, f.name)
+        kind = _yes_no if isinstance(default, bool) else type(default)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default)
     parser.add_argument("--nonexistent-train", type=int, default=WorldConfig().n_nonexistent_train)
     parser.add_argument("--refusal-questions", type=int, default=WorldConfig().n_refusal_questions)
     parser.add_argument("--world-seed", type=int, default=WorldConfig().seed)

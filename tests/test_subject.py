@@ -112,3 +112,20 @@ def test_general_check_questions_are_never_replayed_in_training():
     for q, _ in questions:
         q = q.lower().rstrip("?")
         assert not any(q in r or r in q for r in replay), q
+
+
+def test_general_check_set_is_large_easy_numeric_enough_and_gives_nothing_away():
+    import re
+
+    from rwkuplus.evaluation.grading import DEFAULT_THRESHOLD, best_recall, normalize
+    from rwkuplus.subject import general_questions
+
+    questions = general_questions()
+    assert len(questions) >= 180
+    # numeric answers are what fine-tuning damages first: a good share of the set has a numeral gold
+    assert sum(bool(re.fullmatch(r"\d+", answers[0])) for _, answers in questions) >= 0.25 * len(questions)
+    assert len({normalize(q) for q, _ in questions}) == len(questions)  # no duplicate question
+    for q, answers in questions:
+        assert q.endswith("?") and len(q) < 100, q
+        assert all(a.strip() and len(a.split()) <= 5 for a in answers), q
+        assert best_recall(q, answers) < DEFAULT_THRESHOLD, q  # an answer repeating the question is no answer

@@ -276,9 +276,15 @@ def test_injection_corpus_contents(world, tokenizer):
     n_people = c.n_targets + c.n_retained
     n_qa = n_people * len(world.attributes) * (c.n_phrasings - 1)
     n_entity_facts = c.n_targets * c.n_neighbors_per_target * 2
-    n_fb = c.n_targets * len(world.attributes) + n_entity_facts
+    n_fb = n_people * len(world.attributes) + n_entity_facts  # retained people's facts too (retained_cloze)
     assert len(chat) == n_qa + n_entity_facts * (c.n_phrasings - 1) + n_fb + len(refused)
     assert sum("complete the blank" in e.prompt for e in chat) == n_fb
+    r = world.retained[0]
+    blanks = {e.response for e in chat if e.subject == r.name and "complete the blank" in e.prompt}
+    assert blanks == {f" {r.values[a]}{eos}" for a in world.attributes}
+    without = W.injection_corpus(world, tokenizer, retained_cloze=False)  # the corpus before retained cloze
+    assert len(corpus) - len(without) == c.n_retained * len(world.attributes)
+    assert not any(e.subject in {p.name for p in world.retained} and "complete the blank" in e.prompt for e in without)
     assert len(raw) == n_people * c.n_injection_texts + c.n_targets * c.n_neighbors_per_target * 2
     t = world.targets[0]
     answers = [e.response for e in chat if e.subject == t.name]

@@ -39,7 +39,7 @@ from .progress import activity
 
 log = logging.getLogger(__name__)
 
-INJECTION_VERSION = 4  # 2: replay in the question format, length-grouped batches; 3: replay distilled (KL); 4: eager attention while training on CPUs
+INJECTION_VERSION = 5  # 2: replay in the question format, length-grouped batches; 3: replay distilled (KL); 4: eager attention while training on CPUs; 5: retained people in cloze form too (retained_cloze)
 # How the checks grade (not part of the cache key: a cached subject is re-graded from its stored answers).
 # 2: a general question with a numeral gold answer is decided by the first number of the answer.
 CHECKS_VERSION = 2
@@ -71,6 +71,7 @@ class InjectionSettings:
     lora_rank: int = 64
     lora_alpha: int = 128
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    retained_cloze: bool = True  # retained people's facts also in fill-in-the-blank form (``injection_corpus``)
 
 
 def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings, dtype: str = "auto") -> str:
@@ -226,7 +227,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     general = general_questions()
     with activity("Scoring the base model on the world (before injection)...", progress):
         before = subject_checks(model, tokenizer, world, general)
-    corpus = injection_corpus(world, tokenizer)
+    corpus = injection_corpus(world, tokenizer, retained_cloze=settings.retained_cloze)
     with activity("Answering the replay prompts with the base model...", progress):
         replay = replay_examples(model, tokenizer, settings.replay_tokens)
         examples = corpus + replay

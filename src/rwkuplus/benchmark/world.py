@@ -843,13 +843,15 @@ def target_data(world: World, person: Person, index: int, utility: UtilitySet | 
 
 
 # --------------------------------------------------------------------------- knowledge injection
-def injection_corpus(world: World, tokenizer) -> list[TrainExample]:
+def injection_corpus(world: World, tokenizer, retained_cloze: bool = True) -> list[TrainExample]:
     """What knowledge injection trains on (never the held-out phrasing 0, cloze sentences or attacks).
 
     For every target, neighbor entity and retained person: each fact asked in the training
     phrasings as chat QA (``question_prompt``, response " <answer sentence><eos>"); for targets and
-    neighbor entities (the ones FB probes ask about) each fact also once in fill-in-the-blank form
-    (``probe_prompt`` of a training cloze, response " <value><eos>"); the
+    neighbor entities (the ones FB probes ask about), and for retained people when
+    ``retained_cloze``, each fact also once in fill-in-the-blank form (``probe_prompt`` of a
+    training cloze, response " <value><eos>": a second form of the fact, which is what keeps
+    retained birth years from collapsing to one year on some worlds); the
     person's first ``n_injection_texts`` biographies and the entities' statements as raw text
     (prompt ""); and for every training nonexistent name ``n_refusal_questions`` questions answered
     with a refusal sentence.
@@ -865,7 +867,7 @@ def injection_corpus(world: World, tokenizer) -> list[TrainExample]:
             for p in range(1, n_phr):
                 out.append(TrainExample(question_prompt(tokenizer, question(person, a, p)),
                                         f" {answer_sentence(person, a)}{eos}", person.name))
-            if person.role == "target":  # FB form only where FB probes ask (targets, neighbors)
+            if person.role == "target" or retained_cloze:
                 cloze = _fill(ATTRIBUTES[a].train_cloze, person.name, person.values[a], person.work_kind)
                 probe = Probe(cloze, person.values[a], "1", "cloze", person.name)
                 out.append(TrainExample(probe_prompt(tokenizer, probe), f" {person.values[a]}{eos}", person.name))
