@@ -16,7 +16,8 @@ from pathlib import Path
 
 from rwkuplus.benchmark.world import WorldConfig
 from rwkuplus.models import DEFAULT_MODEL, dtype_name
-from rwkuplus.subject import THRESHOLDS, ensure_subject, read_subject
+from rwkuplus.fileio import read_json
+from rwkuplus.subject import THRESHOLDS, ensure_subject, general_kept, read_subject
 
 
 def seeds_of(text: str) -> list[int]:
@@ -27,8 +28,20 @@ def seeds_of(text: str) -> list[int]:
     return out
 
 
+#: The general check of wave one: the first 40 questions of ``data/general_questions.json`` (the set
+#: grew to 200 in injection version 5); kept on them too, for comparison with the older tables.
+WAVE_ONE_GENERAL = 40
+
+
+def first_general_kept(folder: Path, n: int = WAVE_ONE_GENERAL) -> float | None:
+    """General kept on the first ``n`` check questions, from a subject's stored answers."""
+    before = read_json(folder / "records_before.json")["general"][:n]
+    after = read_json(folder / "records_after.json")["general"][:n]
+    return general_kept(before, after)[0]
+
+
 def table(rows: list[tuple[int, dict]]) -> str:
-    head = ["world seed", *THRESHOLDS, "all met", "train s", "build s"]
+    head = ["world seed", *THRESHOLDS, f"general kept, first {WAVE_ONE_GENERAL}", "all met", "train s", "build s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for seed, s in rows:
         cells = [str(seed)]
@@ -36,6 +49,8 @@ def table(rows: list[tuple[int, dict]]) -> str:
             v = s["after"].get(key)
             text = "-" if v is None else (f"{v:.1f}" if need > 1.5 else f"{v:.2f}")
             cells.append(text if s["thresholds_met"][key] else f"**{text}** (needs {need:g})")
+        first = s.get("general_kept_first")
+        cells.append("-" if first is None else f"{first:.2f}")
         cells += ["yes" if s["all_thresholds_met"] else "**no**", f"{s['training']['train_seconds']:.0f}",
                   f"{s['total_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -53,7 +68,7 @@ def main(argv=None) -> int:
     for seed in seeds_of(args.seeds):
         print(f"world seed {seed} ({dtype_name(args.dtype)}):", flush=True)
         folder = ensure_subject(DEFAULT_MODEL, WorldConfig(seed=seed), dtype=args.dtype)
-        rows.append((seed, read_subject(folder)))
+        rows.append((seed, {**read_subject(folder), "general_kept_first": first_general_kept(folder)}))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = table(rows)
     print(text)

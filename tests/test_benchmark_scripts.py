@@ -40,3 +40,13 @@ def test_matmul_shapes_prints_one_row_per_shape_and_dtype(capsys):
         rates = [float(x) for x in re.findall(r"\| ([0-9.]+)(?= \|)", row)[1:]]
         assert len(rates) == 3 and all(r > 0 for r in rates), row
     assert "64^3 reference" in out
+
+
+def test_generation_batch_prints_one_row_per_batch_size_and_the_first_again(tiny_model_dir, capsys):
+    assert _load("generation_batch").main([str(tiny_model_dir), "--prompts", "6", "--batch-sizes", "2,4",
+                                           "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["2", "4", "2"]
+    assert rows[0].split("|")[4].strip() == "1.00x" and rows[0].split("|")[5].strip() == "100%"
+    assert rows[2].split("|")[5].strip() == "100%"  # the same batch size again gives the same answers
