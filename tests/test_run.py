@@ -40,6 +40,15 @@ def test_config_errors_are_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing written for a bad configuration
     with pytest.raises(UserError, match="eval.parts"):
         RunConfig.from_dict({"eval": {"parts": ["forget", "vibes"]}})
+    # YAML reads "2e-4" (no dot) as a string: a number in any spelling is a number ...
+    text = "train: {all: {max_steps: 12}, cft-sft: {lr: 2e-4}, cft-dpo: {lr: 1E-4, warmup_ratio: '0.1'}}\n"
+    train = RunConfig.from_dict(yaml.safe_load(text)).train
+    assert train["cft-sft"]["lr"] == 2e-4 and train["cft-dpo"] == {"lr": 1e-4, "warmup_ratio": 0.1}
+    # ... and a value that is no number, or no valid setting, is named before any unit runs
+    with pytest.raises(UserError, match=r"train\.ga\.lr.*a number"):
+        RunConfig.from_dict({"train": {"ga": {"lr": "fast"}}})
+    with pytest.raises(UserError, match=r"train\.ga.*positive"):
+        RunConfig.from_dict({"train": {"ga": {"lr": -1e-4}}})
     # Evaluation options not given keep their defaults, however the configuration was built.
     partial = RunConfig(eval={"batch_size": 4}).validate()
     assert partial.eval["batch_size"] == 4 and partial.eval["parts"] == RunConfig().eval["parts"]

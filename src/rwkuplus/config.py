@@ -66,6 +66,7 @@ EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination", "quantiza
 DEFAULT_EVAL_PARTS = EVAL_PARTS[:5]  # the attacks on the weights (attacks.py) are off by default
 TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "warmup_steps", "schedule",
               "weight_decay", "max_grad_norm", "max_length", "layers")
+FLOAT_TRAIN_KEYS = ("lr", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
 
 
 @dataclass
@@ -125,6 +126,7 @@ class RunConfig:
     def validate(self, where: str = "config") -> RunConfig:
         from .methods import method_names
         from .methods.base import CORPUS_VARIANTS
+        from .training.settings import TrainSettings
 
         def fail(key: str, what: str, got: Any):
             raise UserError(f"{where}: key '{key}' should be {what}, got {got!r}.")
@@ -181,6 +183,17 @@ class RunConfig:
             for k in options:
                 if k not in TRAIN_KEYS:
                     fail(f"train.{method}", f"a mapping with keys among {', '.join(TRAIN_KEYS)} (unknown {k!r})", k)
+            for k, v in list(options.items()):
+                # YAML 1.1 (safe_load) reads an exponent without a dot, "lr: 2e-4", as a string
+                if k in FLOAT_TRAIN_KEYS and isinstance(v, str):
+                    try:
+                        options[k] = float(v)
+                    except ValueError:
+                        fail(f"train.{method}.{k}", "a number", v)
+            try:  # every value checked now, not when its first unit starts
+                TrainSettings().replace(**options).validate()
+            except (UserError, TypeError, ValueError) as e:
+                fail(f"train.{method}", f"valid training options ({e})", options)
         if not isinstance(self.eval, dict):
             fail("eval", "a mapping of evaluation options", self.eval)
         for k, v in self.eval.items():
