@@ -60,6 +60,12 @@ def test_plan_units_single_and_batch():
     assert sum(u.method == "before" for u in units) == 2 and sum(u.method == "icu" for u in units) == 2
     assert sum(u.method == "ga" for u in units) == 2 * 2 * 2  # targets x seeds x settings
     assert len({u.id for u in units}) == len(units)
+    # Before and ICU first; then the trained units target by target (a stopped run holds whole targets)
+    assert [u.method for u in units[:4]] == ["before", "before", "icu", "icu"]
+    order = [u.targets[0] for u in units[4:]]
+    assert order == ["A"] * 8 + ["B"] * 8
+    assert [(u.method, u.seed, u.setting) for u in units[4:8]] == [("ga", 0, "full"), ("ga", 0, "lora"),
+                                                                   ("ga", 1, "full"), ("ga", 1, "lora")]
     batch = plan_units(RunConfig(methods=["ga"], target_mode="batch"), ["A", "B"])
     assert [u.targets for u in batch if u.method == "ga"] == [("A", "B")]
     assert Unit("cft-sft", "consistent", "full", ("A",), 0).label == "CFT-SFT (consistent)"

@@ -87,10 +87,14 @@ def _takes_corpus(name: str) -> bool:
 
 
 def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
-    """Before and ICU once per target; every trained method per setting, target (or batch) and seed."""
+    """Before and ICU once per target; every trained method per setting, target (or batch) and seed.
+
+    Trained units come target by target (every method of the first target, then the next), so that a
+    run stopped part-way holds whole comparisons for the targets it finished (what the claims read)."""
     groups = [(t,) for t in target_names] if config.target_mode == "single" else [tuple(target_names)]
     sequential = config.target_mode == "sequential"  # one unit: the targets in order, each from the last
     units: list[Unit] = [Unit("before", None, "none", (t,), 0) for t in target_names]
+    trained: list[tuple[str, str | None]] = []
     for entry in config.methods:
         name, _, corpus = entry.partition(":")
         if name == "before":
@@ -100,9 +104,12 @@ def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
             continue
         if not corpus and _takes_corpus(name):  # CFT-SFT and its remedies: conflicting by default
             corpus = "conflicting"
-        for seed in config.seeds:
-            for setting in config.settings:
-                units += [Unit(name, corpus or None, setting, g, seed, sequential) for g in groups]
+        trained.append((name, corpus or None))
+    for g in groups:
+        for name, corpus in trained:
+            for seed in config.seeds:
+                for setting in config.settings:
+                    units.append(Unit(name, corpus, setting, g, seed, sequential))
     return units
 
 
