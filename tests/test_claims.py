@@ -107,3 +107,22 @@ def test_command_writes_tables_and_the_doc_block(tmp_path, capsys):
     assert "| 1: knowledge conflict | conflict ratio at FE = 0.5 |" in (tmp_path / "multi" / "claims.md").read_text()
     with pytest.raises(UserError, match="not a run folder"):
         C.run_folders([tmp_path / "doc.md"])
+
+
+def test_a_partial_run_says_so_and_counts_what_finished(tmp_path):
+    a = make_world(tmp_path / "w0", "seed0", cft_change=0.4, conflict_gap=0.3)
+    whole = C.claims_table([a], n_boot=100)
+    assert whole["planned"] == {"seed0": 14} and "partial" not in C.to_markdown(whole)
+    # the run planned a third target whose units have not run yet (run.json is written when a run starts)
+    units = sorted(p.name for p in (a / "units").iterdir())
+    later = [u.replace("__Bob__", "__Cid__") for u in units if "__Bob__" in u]
+    (a / "run.json").write_text(json.dumps({"benchmark": {"kind": "world", "revision": "seed0"}, "model": "m",
+                                            "units": units + later, "complete": False}))
+    (a / "units" / later[0]).mkdir()  # one of them started, without a result yet
+    part = C.claims_table([a], n_boot=100)
+    assert part["units"] == {"seed0": 14} and part["planned"] == {"seed0": 21}
+    text = C.to_markdown(part)
+    assert "14 finished units of 21 planned: **a partial run**" in text
+    assert _rows(part).keys() == _rows(whole).keys()
+    cr = _rows(part)[("CFT-SFT conflicting - consistent", "conflict ratio at FE = 0.5")]
+    assert cr["n_targets"] == 2 and cr["estimate"] == pytest.approx(0.3)

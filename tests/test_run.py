@@ -102,6 +102,7 @@ def test_run_end_to_end_resumes_without_recomputing(tiny_model_dir, tmp_path):
     assert cft["diagnostics"] and "conflict_ratio" in cft["diagnostics"][0]
     # CFT's conflict diagnostics: at the start as well as at the checkpoints; its trajectory: checkpoints only.
     assert [d["step"] for d in cft["diagnostics"]] == [0, 2] and [t["step"] for t in cft["trajectory"]] == [2]
+    assert json.loads((out / "run.json").read_text())["complete"] is True
     # Again: nothing recomputed.
     assert main(["run", "--config", str(config), "--out", str(out), "--quiet"]) == 0
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
@@ -119,6 +120,15 @@ def test_interrupted_run_loses_only_the_unit_in_progress(tiny_model_dir, tmp_pat
     proc.wait()
     first = {p: p.stat().st_mtime_ns for p in (out / "units").glob("*/result.json")}
     assert len(first) >= 1
+    # the killed run can be read already: its plan (run.json, written at the start) and what finished
+    import json
+
+    from rwkuplus.report.summary import load_run
+
+    plan = json.loads((out / "run.json").read_text())
+    assert plan["complete"] is False and len(plan["units"]) == 3
+    partial = load_run(out)
+    assert len(partial.units) + len(partial.pending) == 3 and len(partial.units) == len(first)
     assert subprocess.run(cmd, env=os.environ.copy(), capture_output=True).returncode == 0
     assert len(list((out / "units").glob("*/result.json"))) == 3
     assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # finished units were not recomputed

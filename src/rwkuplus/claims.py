@@ -113,6 +113,19 @@ def _world_name(run, folder: Path) -> str:
     return str(b.get("revision") or b.get("path") or folder.name)
 
 
+def planned_units(paths: Iterable[str | Path]) -> dict[str, int]:
+    """``{world: units planned}`` over the run folders: finished, failed and not yet run (a run writes
+    its plan into ``run.json`` when it starts), so that a table from a run part-way says so."""
+    from .report.summary import load_run
+
+    out: dict[str, int] = {}
+    for folder in run_folders(paths):
+        run = load_run(folder)
+        name = _world_name(run, folder)
+        out[name] = out.get(name, 0) + len(run.units) + len(run.pending)
+    return out
+
+
 def load_worlds(paths: Iterable[str | Path]) -> dict[str, list]:
     """``{world: [finished UnitResult, ...]}`` over the run folders (two folders of one world are joined)."""
     from .report.summary import load_run
@@ -245,10 +258,12 @@ def claim2_rows(worlds: dict[str, list], levels=(0.5, 0.8), n_boot: int = 2000, 
 def claims_table(paths: Iterable[str | Path], n_boot: int = 2000, seed: int = 0) -> dict:
     """The claims table of the run folders (module docstring): ``{"format", "version", "worlds", "rule",
     "rows": [...]}``."""
+    paths = list(paths)
     worlds = load_worlds(paths)
     rows = claim1_rows(worlds, n_boot, seed) + claim2_rows(worlds, n_boot=n_boot, seed=seed)
     return {"format": "rwkuplus-claims", "version": 1, "worlds": sorted(worlds),
             "units": {w: len(us) for w, us in sorted(worlds.items())},
+            "planned": dict(sorted(planned_units(paths).items())),
             "rule": "supported: the 95% interval on the predicted side of 0 and every world's estimate too; "
                     "mixed: the worlds disagree, or the interval contains 0 with the estimate on the predicted "
                     "side; not supported: the estimate 0 or on the other side",
@@ -263,7 +278,10 @@ def _num(v: Any, digits: int = 3) -> str:
 
 def to_markdown(table: dict) -> str:
     worlds = table["worlds"]
-    lines = [f"Worlds: {', '.join(worlds) or 'none'} ({sum(table['units'].values())} finished units). "
+    done, planned = sum(table["units"].values()), sum((table.get("planned") or {}).values())
+    extent = (f"{done} finished units of {planned} planned: **a partial run**, the rows count only the "
+              f"targets whose units have finished" if planned > done else f"{done} finished units")
+    lines = [f"Worlds: {', '.join(worlds) or 'none'} ({extent}). "
              f"Intervals: hierarchical bootstrap ({table['n_boot']} resamples) over worlds, then targets, then items. "
              f"Verdict rule: {table['rule']}.", "",
              "| claim | measure | comparison | estimate | 95% CI | worlds / targets / items | per world | verdict |",

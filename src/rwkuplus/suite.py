@@ -158,6 +158,9 @@ class Suite:
             self.eval_settings.attacks = _attack_settings(self.config)
             if todo:
                 self._load(model_spec)
+            # run.json at the start too ("complete": false), so that a run stopped or still going can be
+            # read (``rwkuplus report``, ``rwkuplus claims``) from the units it has finished
+            self._write_run_json(units, model_spec, model_info, started, complete=not todo)
             bar = self._bar(len(units), len(done))
             for unit in todo:
                 if bar is not None:
@@ -167,11 +170,7 @@ class Suite:
                     bar.update(1)
             if bar is not None:
                 bar.close()
-            write_json(self.out / "run.json", {"benchmark": self.benchmark.source, "model": model_spec,
-                                               "model_info": model_info, "protocol": self.protocol.label,
-                                               "subject": self.subject,
-                                               "units": [u.id for u in units],
-                                               "seconds_this_call": time.perf_counter() - started})
+            self._write_run_json(units, model_spec, model_info, started, complete=True)
             from .report import rebuild
 
             rebuild(self.out, html=True)
@@ -179,6 +178,14 @@ class Suite:
         finally:
             logging.getLogger("rwkuplus").removeHandler(handler)
             handler.close()
+
+    def _write_run_json(self, units: list[Unit], model_spec: str, model_info: dict, started: float,
+                        complete: bool) -> None:
+        write_json(self.out / "run.json", {"benchmark": self.benchmark.source, "model": model_spec,
+                                           "model_info": model_info, "protocol": self.protocol.label,
+                                           "subject": self.subject, "units": [u.id for u in units],
+                                           "complete": complete,
+                                           "seconds_this_call": time.perf_counter() - started})
 
     def _run_worlds(self) -> dict:
         """A run over several worlds (``benchmark: [world:0, world:1, ...]``): one ordinary run folder per

@@ -69,7 +69,7 @@ summary.json (stable format, version 1)
       ],
       "failed": [{"unit_id": ..., "method": <label>, "method_id": ..., "setting": ..., "target": ...,
                   "seed": ..., "reason": "..."}, ...],
-      "pending": ["<unit_id>", ...],         # unit folders without a result.json yet
+      "pending": ["<unit_id>", ...],         # planned units without a result.json yet (started or not)
       "utility_columns": {"Gen": {"informative": true, "reason": "...", "mean": ..., "low": ..., "high": ...,
                                   "floor": 25.0, "n": 50}, ...}       # null when not recorded
     }
@@ -285,6 +285,9 @@ def load_run(run_dir: str | Path) -> Run:
                 units.append(read_unit(sub))
             else:
                 pending.append(sub.name)
+    finished = {u.unit_id for u in units} | set(pending)
+    planned = info.get("units") if isinstance(info.get("units"), list) else []
+    pending += [uid for uid in planned if isinstance(uid, str) and uid not in finished]  # not started yet
     return Run(folder=folder, benchmark=info.get("benchmark"), model=info.get("model"), config=config,
                before=before, units=units, pending=pending, info=info)
 
