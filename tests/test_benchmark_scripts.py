@@ -1,18 +1,16 @@
 """The prepared GPU check runs before a GPU exists: its CPU smoke mode, end to end on a tiny model; and the
 matrix-shape benchmark prints its table."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from rwkuplus.testing import load_module
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(BENCHMARKS / f"{name}.py")
 
 
 def test_gpu_check_smoke_mode_prints_its_table(tmp_path, capsys):

@@ -2,21 +2,18 @@
 general kept, every lost answer listed), and scripts/subject_seeds.py's per-seed table from hand-made
 subject summaries and general kept on the wave-one questions from hand-made stored answers."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 from rwkuplus.subject import THRESHOLDS, general_questions
+from rwkuplus.testing import load_module
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPTS / f"{name}.py")
 
 
 def test_prints_kept_and_losses_for_each_subject(tiny_model_dir, capsys, monkeypatch):

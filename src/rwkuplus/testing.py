@@ -76,3 +76,14 @@ def sharpen(model, seed: int = 0, std: float = 0.5):
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+def load_module(path: str | Path):
+    """Import a script of ``scripts/`` or ``benchmarks/`` (not a package) from its file, for its tests."""
+    import importlib.util
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
