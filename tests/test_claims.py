@@ -126,3 +126,14 @@ def test_a_partial_run_says_so_and_counts_what_finished(tmp_path):
     assert _rows(part).keys() == _rows(whole).keys()
     cr = _rows(part)[("CFT-SFT conflicting - consistent", "conflict ratio at FE = 0.5")]
     assert cr["n_targets"] == 2 and cr["estimate"] == pytest.approx(0.3)
+
+
+def test_a_baseline_that_never_reaches_the_level_is_named(tmp_path):
+    a = make_world(tmp_path / "w0", "seed0", cft_change=0.4, conflict_gap=0.3)
+    for unit in (a / "units").glob("npo-*"):  # NPO's forgetting stops at FE 0.4
+        obj = json.loads((unit / "result.json").read_text())
+        obj["trajectory"] = _traj([0.2, 0.4], [[0.0, 0.0], [0.0, 0.0]])
+        (unit / "result.json").write_text(json.dumps(obj))
+    rows = _rows(C.claims_table([a], n_boot=100))
+    key = ("CFT-DPO - mean of GA, GD, RT (NPO: FE never reaches the level)", "dHR unrelated at FE = 0.5")
+    assert key in rows and rows[key]["estimate"] == pytest.approx(0.4)
