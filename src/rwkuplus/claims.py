@@ -113,28 +113,36 @@ def _world_name(run, folder: Path) -> str:
     return str(b.get("revision") or b.get("path") or folder.name)
 
 
-def planned_units(paths: Iterable[str | Path]) -> dict[str, int]:
-    """``{world: units planned}`` over the run folders: finished, failed and not yet run (a run writes
-    its plan into ``run.json`` when it starts), so that a table from a run part-way says so."""
+def _runs(paths: Iterable[str | Path]) -> list[tuple[str, Any]]:
+    """``(world name, Run)`` for each run folder among ``paths``."""
     from .report.summary import load_run
 
-    out: dict[str, int] = {}
+    out = []
     for folder in run_folders(paths):
         run = load_run(folder)
-        name = _world_name(run, folder)
-        out[name] = out.get(name, 0) + len(run.units) + len(run.pending)
+        out.append((_world_name(run, folder), run))
     return out
+
+
+def _worlds_of(runs: list[tuple[str, Any]]) -> dict[str, list]:
+    worlds: dict[str, list] = {}
+    for name, run in runs:
+        worlds.setdefault(name, []).extend(u for u in run.units if u.ok)
+    return worlds
 
 
 def load_worlds(paths: Iterable[str | Path]) -> dict[str, list]:
     """``{world: [finished UnitResult, ...]}`` over the run folders (two folders of one world are joined)."""
-    from .report.summary import load_run
+    return _worlds_of(_runs(paths))
 
-    worlds: dict[str, list] = {}
-    for folder in run_folders(paths):
-        run = load_run(folder)
-        worlds.setdefault(_world_name(run, folder), []).extend(u for u in run.units if u.ok)
-    return worlds
+
+def _planned(runs: list[tuple[str, Any]]) -> dict[str, int]:
+    """``{world: units planned}``: finished, failed and not yet run (a run writes its plan into
+    ``run.json`` when it starts), so that a table from a run part-way says so."""
+    out: dict[str, int] = {}
+    for name, run in runs:
+        out[name] = out.get(name, 0) + len(run.units) + len(run.pending)
+    return dict(sorted(out.items()))
 
 
 # ------------------------------------------------------------------ per-unit readings
@@ -269,12 +277,12 @@ def claim2_rows(worlds: dict[str, list], levels=(0.5, 0.8), n_boot: int = 2000, 
 def claims_table(paths: Iterable[str | Path], n_boot: int = 2000, seed: int = 0) -> dict:
     """The claims table of the run folders (module docstring): ``{"format", "version", "worlds", "rule",
     "rows": [...]}``."""
-    paths = list(paths)
-    worlds = load_worlds(paths)
+    runs = _runs(paths)
+    worlds = _worlds_of(runs)
     rows = claim1_rows(worlds, n_boot, seed) + claim2_rows(worlds, n_boot=n_boot, seed=seed)
     return {"format": "rwkuplus-claims", "version": 1, "worlds": sorted(worlds),
             "units": {w: len(us) for w, us in sorted(worlds.items())},
-            "planned": dict(sorted(planned_units(paths).items())),
+            "planned": _planned(runs),
             "rule": "supported: the 95% interval on the predicted side of 0 and every world's estimate too; "
                     "mixed: the worlds disagree, or the interval contains 0 with the estimate on the predicted "
                     "side; not supported: the estimate 0 or on the other side",

@@ -66,7 +66,6 @@ EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination", "quantiza
 DEFAULT_EVAL_PARTS = EVAL_PARTS[:5]  # the attacks on the weights (attacks.py) are off by default
 TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "warmup_steps", "schedule",
               "weight_decay", "max_grad_norm", "max_length", "layers")
-FLOAT_TRAIN_KEYS = ("lr", "epochs", "warmup_ratio", "weight_decay", "max_grad_norm")
 
 
 @dataclass
@@ -185,7 +184,7 @@ class RunConfig:
                     fail(f"train.{method}", f"a mapping with keys among {', '.join(TRAIN_KEYS)} (unknown {k!r})", k)
             for k, v in list(options.items()):
                 # YAML 1.1 (safe_load) reads an exponent without a dot, "lr: 2e-4", as a string
-                if k in FLOAT_TRAIN_KEYS and isinstance(v, str):
+                if isinstance(getattr(TrainSettings(), k, None), float) and isinstance(v, str):
                     try:
                         options[k] = float(v)
                     except ValueError:

@@ -58,7 +58,6 @@ class MasterWeights:
             p.copy_(m)
 
 
-
 #: The attention kernel training runs with on a CPU. With padded batches of short sequences (what
 #: unlearning and injection train on), torch's fused CPU attention (``sdpa``) spends most of a step
 #: on masking: a SmolLM2-135M forward + backward on 8 x 73 tokens took 1.65 s with ``sdpa`` and
