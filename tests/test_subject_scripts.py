@@ -71,3 +71,24 @@ def test_table_marks_each_missed_threshold():
     assert cells[0] == "3" and "**0.72** (needs 0.9)" in cells and "0.92" in cells
     assert cells[-3:] == ["**no**", "400", "501"]
     assert sum("**" in c for c in cells) == 2  # the missed check and "no"
+
+
+def test_general_floor_trains_the_model_on_its_own_replay_and_reports_kept(tiny_model_dir, capsys, monkeypatch):
+    module = _script("general_floor")
+    questions = general_questions()[:4]
+    monkeypatch.setattr(module, "general_questions", lambda: questions)
+    real_replay = module.replay_examples
+    monkeypatch.setattr(module, "replay_examples", lambda m, t, n: real_replay(m, t, n)[:16])
+    graded = iter([["correct", "correct", "incorrect", "correct"], ["correct", "incorrect", "correct", "incorrect"]])
+    real_answers = module.answers
+
+    def answers(model, tokenizer, qs, matcher):  # the real answering, with hand-set grades
+        rows = real_answers(model, tokenizer, qs, matcher)
+        return [{**r, "grade": g} for r, g in zip(rows, next(graded))]
+
+    monkeypatch.setattr(module, "answers", answers)
+    assert module.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--teacher-kernel", "training"]) == 0
+    out = capsys.readouterr().out
+    assert "replay alone: 16 answers x 1 passes at lr 0.0002 (2 steps" in out
+    assert "general kept 0.333 of 3 known" in out
+    assert len(re.findall(r"^  lost: ", out, flags=re.M)) == 2
