@@ -15,6 +15,8 @@ def test_packaged_experiment_configuration_is_valid():
     assert config.checkpoints == [2, 3, 4, 5, 6, 8, 12] and config.diagnostics
     # the CFT methods train at the rates that reach FE = 0.8 within the 12 steps (read as numbers)
     assert config.train["cft-sft"] == {"lr": 1.5e-4} and config.train["cft-dpo"] == {"lr": 3e-4}
+    # and the baselines: NPO at the rate that reaches FE = 0.8, RT at CFT-SFT's (docs/experiments.md)
+    assert config.train["npo"] == {"lr": 3e-4} and config.train["rt"] == {"lr": 1.5e-4}
     assert config.train["all"] == {"max_steps": 12}
     assert {"ga", "gd", "npo", "rt", "cft-sft:conflicting", "cft-sft:consistent", "cft-dpo"} <= set(config.methods)
     assert "hidden-costs" in packaged_experiments()
