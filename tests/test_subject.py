@@ -38,6 +38,17 @@ def test_injection_builds_caches_and_reports(tiny_model_dir):
     assert subject_model_dir(spec, WorldConfig(seed=4), TINY_SETTINGS) is None
 
 
+def test_a_setting_added_later_keeps_the_old_subjects_keys_at_its_old_value(tiny_model_dir):
+    from rwkuplus.subject import _key_settings, subject_key
+
+    assert "adam_eps" not in _key_settings(InjectionSettings())  # as the key was before the setting existed
+    assert _key_settings(InjectionSettings(adam_eps=1e-4))["adam_eps"] == 1e-4
+    spec = str(tiny_model_dir)
+    assert subject_key(spec, TINY_WORLD, TINY_SETTINGS) != subject_key(spec, TINY_WORLD,
+                                                                       InjectionSettings(**{**TINY_SETTINGS.__dict__,
+                                                                                            "adam_eps": 1e-4}))
+
+
 def test_general_kept_counts_only_what_the_base_model_knew():
     before = [{"grade": "correct"}, {"grade": "incorrect"}, {"grade": "correct"}, {"grade": "abstained"}]
     after = [{"grade": "correct"}, {"grade": "correct"}, {"grade": "incorrect"}, {"grade": "correct"}]

@@ -280,6 +280,10 @@ def test_fused_adamw_on_cpu(tiny):
     opt = _make_optimizer([p for _, p in named], named, TrainSettings(weight_decay=0.01))
     assert opt.defaults["fused"] is True
     assert {g["weight_decay"] for g in opt.param_groups} == {0.01, 0.0}
+    assert opt.defaults["eps"] == 1e-8
+    assert _make_optimizer([p for _, p in named], named, TrainSettings(adam_eps=1e-4)).defaults["eps"] == 1e-4
+    with pytest.raises(UserError, match="--adam-eps"):
+        TrainSettings(adam_eps=0.0).validate()
 
 
 def test_presets_hold_rwku_settings():

@@ -72,6 +72,12 @@ class InjectionSettings:
     lora_alpha: int = 128
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     retained_cloze: bool = True  # retained people's facts also in fill-in-the-blank form (``injection_corpus``)
+    adam_eps: float = 1e-8  # AdamW's epsilon (docs/subject.md: the optimisation floor of general kept)
+
+
+#: Settings added after injection version 5, with the value that builds what version 5 built: left
+#: out of the cache key at that value, so the subjects cached before keep their keys.
+_ADDED_SETTINGS = {"adam_eps": 1e-8}
 
 
 def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings, dtype: str = "auto") -> str:
@@ -80,11 +86,16 @@ def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettin
     float32 subjects had before the dtype was part of the key)."""
     replay = hashlib.sha256(_replay_prompts_text().encode()).hexdigest()  # what is replayed shapes the model
     fields = {"version": INJECTION_VERSION, "model": resolve_model(model).fingerprint,
-              "world": world_config.fingerprint(), "settings": asdict(settings), "replay": replay}
+              "world": world_config.fingerprint(), "settings": _key_settings(settings), "replay": replay}
     name = dtype_name(dtype)
     if name != "float32":
         fields["dtype"] = name
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _key_settings(settings: InjectionSettings) -> dict:
+    """The settings as the cache key holds them: an added setting at its old value is left out."""
+    return {k: v for k, v in asdict(settings).items() if not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])}
 
 
 def subject_model_dir(model: str = DEFAULT_MODEL, world_config: WorldConfig | None = None,
@@ -239,6 +250,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     lora = LoraSettings(rank=settings.lora_rank, alpha=settings.lora_alpha, target_modules=tuple(settings.lora_targets))
     train_settings = TrainSettings(lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size,
                                    warmup_ratio=settings.warmup_ratio, schedule="cosine", max_length=settings.max_length,
+                                   adam_eps=settings.adam_eps,
                                    seed=settings.seed, mode=settings.mode, layers=settings.layers, lora=lora, group_by_length=True,
                                    max_forget_nll_per_token=None)
     bar = _step_bar(progress, train_settings.total_steps(len(examples)))

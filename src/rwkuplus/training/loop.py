@@ -152,10 +152,10 @@ def _make_optimizer(params: list[torch.nn.Parameter], named: list[tuple[str, tor
     fused_ok = len(device_types) == 1 and device_types <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
     if fused_ok:
         try:
-            return torch.optim.AdamW(groups, lr=settings.lr, fused=True)
+            return torch.optim.AdamW(groups, lr=settings.lr, eps=settings.adam_eps, fused=True)
         except (RuntimeError, TypeError, ValueError):  # a build without the fused kernel
             pass
-    return torch.optim.AdamW(groups, lr=settings.lr)
+    return torch.optim.AdamW(groups, lr=settings.lr, eps=settings.adam_eps)
 
 
 class _Stream:

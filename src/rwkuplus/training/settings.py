@@ -31,6 +31,7 @@ class TrainSettings:
     warmup_ratio: float = 0.1
     schedule: str = "cosine"
     weight_decay: float = 0.0
+    adam_eps: float = 1e-8  # AdamW's epsilon: raised, parameters whose gradients are below it move less than lr per step
     max_grad_norm: float | None = 1.0
     max_length: int = 512
     seed: int = 0
@@ -65,6 +66,7 @@ class TrainSettings:
             raise UserError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
         if self.weight_decay < 0:
             raise UserError(f"--weight-decay: expected >= 0, got {self.weight_decay}.")
+        positive("adam_eps", self.adam_eps)
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise UserError(f"--max-grad-norm: expected a positive number, got {self.max_grad_norm}.")
         if self.mode not in MODES:
