@@ -8,7 +8,8 @@ facts. Prints general kept on the 200-question check (``data/general_questions.j
 answers lost. Nothing is written.
 
     python scripts/general_floor.py                 # the injection's lr and replay weight
-    python scripts/general_floor.py --lr 5e-5 --passes 3
+    python scripts/general_floor.py --lr 5e-5
+    python scripts/general_floor.py --teacher-kernel training --adam-eps 1e-4
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     ap.add_argument("--lr", type=float, default=defaults.lr)
     ap.add_argument("--passes", type=float, default=1.0, help="epochs over the replay (the injection makes 3)")
+    ap.add_argument("--adam-eps", type=float, default=defaults.adam_eps, help="AdamW's epsilon")
     ap.add_argument("--teacher-kernel", choices=("evaluation", "training"), default="evaluation",
                     help="attention kernel of the teacher's pass: the evaluation's (as injection does) or the "
                          "one training runs with on a CPU (eager), for a loss of exactly zero at the start")
@@ -59,6 +61,7 @@ def main(argv=None) -> int:
     settings = TrainSettings(lr=args.lr, epochs=args.passes, batch_size=defaults.batch_size,
                              warmup_ratio=defaults.warmup_ratio, schedule="cosine", max_length=defaults.max_length,
                              seed=defaults.seed, mode=defaults.mode, layers=defaults.layers, group_by_length=True,
+                             adam_eps=args.adam_eps,
                              max_forget_nll_per_token=None)
     start = time.perf_counter()
     result = train(model, tokenizer, make_method("sft", corpus_name="injection", soft_weight=defaults.replay_weight,
@@ -67,7 +70,8 @@ def main(argv=None) -> int:
     after = answers(result.model, tokenizer, questions, matcher)
     kept, known = general_kept(before, after)
     print(f"replay alone: {len(replay)} answers x {args.passes:g} passes at lr {args.lr:g} "
-          f"({result.cost.optimizer_steps} steps, {seconds:.0f} s, teacher kernel: {args.teacher_kernel})")
+          f"({result.cost.optimizer_steps} steps, {seconds:.0f} s, teacher kernel: {args.teacher_kernel}, "
+          f"Adam eps {args.adam_eps:g})")
     print(f"general kept {kept:.3f} of {known} known")
     for b, r in zip(before, after):
         if b["grade"] == "correct" and r["grade"] != "correct":

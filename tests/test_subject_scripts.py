@@ -92,3 +92,22 @@ def test_general_floor_trains_the_model_on_its_own_replay_and_reports_kept(tiny_
     assert "replay alone: 16 answers x 1 passes at lr 0.0002 (2 steps" in out
     assert "general kept 0.333 of 3 known" in out
     assert len(re.findall(r"^  lost: ", out, flags=re.M)) == 2
+
+
+def test_subject_interpolate_moves_every_weight_between_base_and_subject(tmp_path):
+    import pytest
+    import torch
+
+    module = _script("subject_interpolate")
+    model = torch.nn.Linear(2, 1)
+    base = {"weight": torch.tensor([[0.0, 2.0]]), "bias": torch.tensor([1.0])}
+    subject = {"weight": torch.tensor([[4.0, 2.0]]), "bias": torch.tensor([-1.0])}
+    module.interpolate(model, base, subject, 0.25)
+    assert model.weight.tolist() == [[1.0, 2.0]] and model.bias.tolist() == [0.5]
+    module.interpolate(model, base, subject, 1.0)
+    assert model.weight.tolist() == [[4.0, 2.0]]
+    assert module.alphas_of("1, 0.5") == [1.0, 0.5]
+    with pytest.raises(SystemExit, match="--alphas"):
+        module.alphas_of("1,x")
+    with pytest.raises(SystemExit, match="no subject.json"):
+        module.main([str(tmp_path)])
