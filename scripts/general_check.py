@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-from rwkuplus.evaluation.generation import generate
 from rwkuplus.evaluation.grading import load_refusal_matcher
-from rwkuplus.evaluation.prompts import question_prompt
 from rwkuplus.models import DEFAULT_MODEL, load_model
-from rwkuplus.subject import general_grade, general_kept, general_questions
+from rwkuplus.subject import answer_general, general_kept, general_questions, lost_lines
 
 
 def answer(spec: str, dtype: str, questions, matcher) -> list[dict]:
     model, tokenizer, _ = load_model(spec, dtype=dtype)
-    model.eval()
-    answers = generate(model, tokenizer, [question_prompt(tokenizer, q) for q, _ in questions], batch_size=32)
-    return [{"question": q, "prediction": a, "grade": general_grade(a, gold, matcher, q)}
-            for (q, gold), a in zip(questions, answers)]
+    return answer_general(model, tokenizer, questions, matcher)
 
 
 def main(argv=None) -> int:
@@ -39,9 +34,8 @@ def main(argv=None) -> int:
         rows = answer(folder, args.dtype, questions, matcher)
         kept, known = general_kept(base, rows)
         print(f"{folder}: general kept {kept:.3f} of {known} known")
-        for b, r in zip(base, rows):
-            if b["grade"] == "correct" and r["grade"] != "correct":
-                print(f"  lost: {b['question']} | {b['prediction'][:40]!r} -> {r['prediction'][:50]!r}")
+        for line in lost_lines(base, rows):
+            print(line)
     return 0
 
 

@@ -17,23 +17,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from rwkuplus.evaluation.generation import generate
 from rwkuplus.evaluation.grading import load_refusal_matcher
-from rwkuplus.evaluation.prompts import question_prompt
 from rwkuplus.methods import make_method
 from rwkuplus.methods.sft import teacher_targets
 from rwkuplus.models import DEFAULT_MODEL, load_model
-from rwkuplus.subject import InjectionSettings, general_grade, general_kept, general_questions, replay_examples
+from rwkuplus.subject import (
+    InjectionSettings, answer_general, general_kept, general_questions, lost_lines, replay_examples,
+)
 from rwkuplus.training.loop import train
 from rwkuplus.training.precision import CPU_TRAINING_ATTENTION
 from rwkuplus.training.settings import TrainSettings
-
-
-def answers(model, tokenizer, questions, matcher) -> list[dict]:
-    model.eval()
-    out = generate(model, tokenizer, [question_prompt(tokenizer, q) for q, _ in questions], batch_size=32)
-    return [{"question": q, "prediction": a, "grade": general_grade(a, gold, matcher, q)}
-            for (q, gold), a in zip(questions, out)]
 
 
 def main(argv=None) -> int:
@@ -51,7 +44,7 @@ def main(argv=None) -> int:
     questions, matcher = general_questions(), load_refusal_matcher(paths=[])
     model, tokenizer, _ = load_model(args.model, dtype=args.dtype)
     model.eval()
-    before = answers(model, tokenizer, questions, matcher)
+    before = answer_general(model, tokenizer, questions, matcher)
     replay = replay_examples(model, tokenizer, defaults.replay_tokens)
     original = model.config._attn_implementation
     if args.teacher_kernel == "training":
@@ -67,15 +60,14 @@ def main(argv=None) -> int:
     result = train(model, tokenizer, make_method("sft", corpus_name="injection", soft_weight=defaults.replay_weight,
                                                  soft_targets=soft), {"injection": replay}, settings)
     seconds = time.perf_counter() - start
-    after = answers(result.model, tokenizer, questions, matcher)
+    after = answer_general(result.model, tokenizer, questions, matcher)
     kept, known = general_kept(before, after)
     print(f"replay alone: {len(replay)} answers x {args.passes:g} passes at lr {args.lr:g} "
           f"({result.cost.optimizer_steps} steps, {seconds:.0f} s, teacher kernel: {args.teacher_kernel}, "
           f"Adam eps {args.adam_eps:g})")
     print(f"general kept {kept:.3f} of {known} known")
-    for b, r in zip(before, after):
-        if b["grade"] == "correct" and r["grade"] != "correct":
-            print(f"  lost: {b['question']} | {b['prediction'][:40]!r} -> {r['prediction'][:50]!r}")
+    for line in lost_lines(before, after):
+        print(line)
     return 0
 
 

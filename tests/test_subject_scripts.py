@@ -80,13 +80,13 @@ def test_general_floor_trains_the_model_on_its_own_replay_and_reports_kept(tiny_
     real_replay = module.replay_examples
     monkeypatch.setattr(module, "replay_examples", lambda m, t, n: real_replay(m, t, n)[:16])
     graded = iter([["correct", "correct", "incorrect", "correct"], ["correct", "incorrect", "correct", "incorrect"]])
-    real_answers = module.answers
+    real_answers = module.answer_general
 
     def answers(model, tokenizer, qs, matcher):  # the real answering, with hand-set grades
         rows = real_answers(model, tokenizer, qs, matcher)
         return [{**r, "grade": g} for r, g in zip(rows, next(graded))]
 
-    monkeypatch.setattr(module, "answers", answers)
+    monkeypatch.setattr(module, "answer_general", answers)
     assert module.main(["--model", str(tiny_model_dir), "--dtype", "float32", "--teacher-kernel", "training"]) == 0
     out = capsys.readouterr().out
     assert "replay alone: 16 answers x 1 passes at lr 0.0002 (2 steps" in out

@@ -181,6 +181,25 @@ def general_grade(answer: str, gold: list[str], matcher, question: str = "") -> 
     return "abstained" if matcher.abstains(answer, question) else "incorrect"
 
 
+def answer_general(model, tokenizer, questions: list[tuple[str, list[str]]], matcher) -> list[dict]:
+    """The general check alone: each question answered in the evaluation's question format and graded
+    (``general_grade``); one row per question. ``subject_checks`` asks the same questions in one
+    batch with the world's, so its answers can differ from these by padding."""
+    from .evaluation.generation import generate
+    from .evaluation.prompts import question_prompt
+
+    model.eval()
+    answers = generate(model, tokenizer, [question_prompt(tokenizer, q) for q, _ in questions], batch_size=32)
+    return [{"question": q, "prediction": a, "grade": general_grade(a, gold, matcher, q)}
+            for (q, gold), a in zip(questions, answers)]
+
+
+def lost_lines(before: list[dict], after: list[dict]) -> list[str]:
+    """One line per general answer right before and not after: the question, both answers cut short."""
+    return [f"  lost: {b['question']} | {b['prediction'][:40]!r} -> {r['prediction'][:50]!r}"
+            for b, r in zip(before, after) if b["grade"] == "correct" and r["grade"] != "correct"]
+
+
 def _share(rows: list[dict], grade: str) -> float | None:
     return sum(r["grade"] == grade for r in rows) / len(rows) if rows else None
 
