@@ -49,6 +49,9 @@ def test_config_errors_are_one_sentence(tmp_path, capsys):
         RunConfig.from_dict({"train": {"ga": {"lr": "fast"}}})
     with pytest.raises(UserError, match=r"train\.ga.*positive"):
         RunConfig.from_dict({"train": {"ga": {"lr": -1e-4}}})
+    assert RunConfig.from_dict(yaml.safe_load("train: {all: {adam_eps: 1e-4}}")).train["all"] == {"adam_eps": 1e-4}
+    with pytest.raises(UserError, match=r"train\.all.*adam-eps.*positive"):
+        RunConfig.from_dict({"train": {"all": {"adam_eps": 0.0}}})
     # Evaluation options not given keep their defaults, however the configuration was built.
     partial = RunConfig(eval={"batch_size": 4}).validate()
     assert partial.eval["batch_size"] == 4 and partial.eval["parts"] == RunConfig().eval["parts"]

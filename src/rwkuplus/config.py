@@ -65,7 +65,7 @@ QUICK_METHODS = ("before", "ga", "cft-sft:conflicting", "cft-sft:consistent")
 EVAL_PARTS = ("forget", "neighbor", "mia", "utility", "hallucination", "quantization", "relearning")
 DEFAULT_EVAL_PARTS = EVAL_PARTS[:5]  # the attacks on the weights (attacks.py) are off by default
 TRAIN_KEYS = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "warmup_steps", "schedule",
-              "weight_decay", "max_grad_norm", "max_length", "layers")
+              "weight_decay", "adam_eps", "max_grad_norm", "max_length", "layers")
 
 
 @dataclass
