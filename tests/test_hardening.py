@@ -197,7 +197,7 @@ def test_a_second_run_on_a_folder_in_use_says_who_holds_it(tiny_model_dir, tmp_p
         assert main(["run", "--config", str(_config(tmp_path, tiny_model_dir)), "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and f"pid {holder.pid}" in err and socket.gethostname() in err
-        assert "another rwkuplus run" in err and "started" in err
+        assert "another rwkuplus run" in err and "started" in err and "--join" in err
         assert not (out / "units").exists()  # nothing done in the folder
     finally:
         holder.kill()
@@ -257,6 +257,87 @@ def test_the_lock_is_released_on_ctrl_c(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert main(["run", "--config", str(_config(tmp_path, tiny_model_dir)), "--out", str(out), "--quiet"]) == 130
     assert not (out / ".lock").exists()
+
+
+def test_a_helper_shares_a_run_folder_with_its_owner(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """``--join``: the helper skips the unit another process holds, keeps the units that need that unit's
+    Before for later, waits for it, runs them when it is finished; the owner (alive) writes the summary,
+    or the helper when the owner is gone."""
+    from rwkuplus import suite
+    from rwkuplus.config import RunConfig
+
+    config_path = _config(tmp_path, tiny_model_dir, methods=("before", "ga"), targets="1-2")
+    config = RunConfig.from_yaml(config_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(config.to_yaml())  # as the owner wrote it when it started
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        time.sleep(0.2)
+        _lock(out, owner.pid)
+        targets = _target_names(config)
+        names = [u.id for u in suite.plan_units(config, targets)]
+        before1, held = (suite.Unit("before", None, "none", (t,), 0).id for t in targets)
+        assert names[:2] == [before1, held] and len(names) == 4  # the Before units first, then GA's
+        _lock(out / "units" / held, owner.pid)  # the owner is running target 2's Before unit
+        order, waits = [], []
+        real_run_unit = suite.Suite._run_unit
+
+        def run_unit(self, unit, *args):
+            order.append(unit.id)
+            return real_run_unit(self, unit, *args)
+
+        def owner_finishes(self):  # while the helper waits, the owner finishes its unit
+            waits.append(self.poll_seconds)
+            result = json.loads((out / "units" / before1 / "result.json").read_text())
+            result["unit"] = suite.Unit("before", None, "none", (targets[1],), 0).to_json()
+            (out / "units" / held / "result.json").write_text(json.dumps(result))
+            (out / "units" / held / ".lock").unlink()
+
+        monkeypatch.setattr(suite.Suite, "_run_unit", run_unit)
+        monkeypatch.setattr(suite.Suite, "_wait", owner_finishes)
+        monkeypatch.setattr(suite.Suite, "poll_seconds", 0.01)
+        assert main(["run", "--config", str(config_path), "--out", str(out), "--join"]) == 0
+        stdout = capsys.readouterr().out
+        assert order == [before1, names[2], names[3]]  # not the held unit; target 2's GA after its Before
+        assert waits == [0.01] and "waiting for 2 units that another process is running" in stdout
+        assert f"pid {owner.pid}" in stdout and "writes the summary" in stdout
+        assert all((out / "units" / n / "result.json").is_file() for n in names)
+        assert not (out / "summary.json").exists() and (out / ".lock").is_file()  # the owner's to write
+    finally:
+        owner.kill()
+        owner.wait()
+    # The owner is gone: the helper, run again, finds every unit finished and writes the summary itself.
+    assert main(["run", "--config", str(config_path), "--out", str(out), "--join"]) == 0
+    assert "taking over the lock" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["method"] for r in summary["rows"]] == ["Before", "GA"] and summary["pending"] == []
+    assert not (out / ".lock").exists()
+
+
+def _target_names(config) -> list[str]:
+    from rwkuplus.benchmark.rwku import load_benchmark
+    from rwkuplus.benchmark.world import default_world_dir
+    from rwkuplus.suite import _targets
+
+    return [t.name for t in load_benchmark(str(default_world_dir()), targets=_targets(config.targets)).targets]
+
+
+def test_join_needs_a_started_run_with_the_same_options(tiny_model_dir, tmp_path, capsys):
+    config_path = _config(tmp_path, tiny_model_dir)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config_path), "--out", str(out), "--join", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--join needs a run folder where a run has started" in err
+    assert not out.exists()
+    out.mkdir()
+    (out / "config.yaml").write_text("methods: [ga]\n")
+    assert main(["run", "--config", str(config_path), "--out", str(out), "--join", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the run to join holds a run with another configuration" in err and "same options" in err
+    assert not (out / "units").exists()
+    assert main(["run", "--config", "hidden-costs", "--out", str(out), "--join", "--quiet"]) == 2
+    assert "--join shares one world's run folder" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ 4. progress in a log

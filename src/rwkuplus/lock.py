@@ -7,6 +7,10 @@ that no longer exists on this host (a ``kill -9``, a crash, a reboot; a pid now 
 that started after the lock was taken counts as gone) is stale: it is taken over, with a line
 saying so. A lock from another host cannot be checked; the message says how to
 remove it. The lock is released when the ``with`` block ends, however it ends (an exception, Ctrl-C).
+
+``claim(folder)`` is the same lock taken without an error: it yields False when a live process holds
+it. A run folder shared by several processes (``rwkuplus run --join``) claims each unit's folder so
+that no unit runs twice.
 """
 
 from __future__ import annotations
@@ -79,11 +83,8 @@ def _stale(holder: dict) -> bool:
     return started is not None and isinstance(locked, (int, float)) and started > locked + 5
 
 
-@contextmanager
-def folder_lock(folder: str | os.PathLike, option: str = "--out",
-                say: Callable[[str], None] | None = None) -> Iterator[Path]:
-    """Hold ``folder``'s lock for the block; see the module docstring."""
-    folder = Path(folder)
+def _take(folder: Path, option: str, say: Callable[[str], None] | None) -> tuple[dict, dict | None]:
+    """Try to take ``folder``'s lock: ``(me, None)`` when taken, ``(me, holder)`` when a live process holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}
@@ -93,7 +94,7 @@ def folder_lock(folder: str | os.PathLike, option: str = "--out",
         for _ in range(3):
             try:
                 os.link(tmp, path)
-                break
+                return me, None
             except FileExistsError:
                 holder = _read(path)
                 if holder is None:  # released in the meantime
@@ -101,23 +102,57 @@ def folder_lock(folder: str | os.PathLike, option: str = "--out",
                 if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
                     raise UserError(f"{option} {folder}: this process already runs in that folder.")
                 if not _stale(holder):
-                    remedy = ("wait for it to finish or choose another --out" if holder.get("host") == me["host"]
-                              else f"if that process is gone, delete {path}")
-                    raise UserError(f"{option} {folder}: another rwkuplus run is working in this folder "
-                                    f"({describe(holder)}); {remedy}.")
+                    return me, holder
                 (say or print)(f"{folder}: taking over the lock of a process that no longer runs "
                                f"({describe(holder)}).")
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-        else:
-            raise UserError(f"{option} {folder}: could not take the folder's lock ({path}); try again.")
+        raise UserError(f"{option} {folder}: could not take the folder's lock ({path}); try again.")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _release(folder: Path, me: dict) -> None:
+    path = folder / LOCK_NAME
+    holder = _read(path)
+    if holder and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+        path.unlink(missing_ok=True)
+
+
+def held_by(folder: str | os.PathLike) -> dict | None:
+    """The live process holding ``folder``'s lock (its lock record), or None when the lock is free or stale."""
+    holder = _read(Path(folder) / LOCK_NAME)
+    return None if holder is None or _stale(holder) else holder
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, option: str = "--out",
+                say: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold ``folder``'s lock for the block; see the module docstring."""
+    folder = Path(folder)
+    me, holder = _take(folder, option, say)
+    if holder is not None:
+        remedy = ("wait for it to finish, choose another --out, or add --join to share its work"
+                  if holder.get("host") == me["host"] else f"if that process is gone, delete {folder / LOCK_NAME}")
+        raise UserError(f"{option} {folder}: another rwkuplus run is working in this folder "
+                        f"({describe(holder)}); {remedy}.")
     try:
-        yield path
+        yield folder / LOCK_NAME
     finally:
-        holder = _read(path)
-        if holder and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
-            path.unlink(missing_ok=True)
+        _release(folder, me)
+
+
+@contextmanager
+def claim(folder: str | os.PathLike, say: Callable[[str], None] | None = None) -> Iterator[bool]:
+    """Try to hold ``folder``'s lock for the block without waiting: yields True when this process holds it,
+    False when another live process does (the block should then leave the folder alone). Used for the units
+    of a run folder that several processes share (``rwkuplus run --join``)."""
+    folder = Path(folder)
+    me, holder = _take(folder, "unit", say)
+    try:
+        yield holder is None
+    finally:
+        if holder is None:
+            _release(folder, me)

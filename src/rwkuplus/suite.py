@@ -9,6 +9,11 @@ of the same target (trade-off metrics, spillover, costs). Its ``result.json`` is
 atomically when it finishes: a rerun skips finished units, an interrupted run loses only the unit
 in progress, a unit that fails is recorded with its reason and the suite goes on.
 
+One process owns a run folder (its lock, ``lock.py``). Others may share its work (``--join``): every
+process claims a unit's folder before it runs the unit, skips units another process holds, and keeps
+a unit whose Before unit is still running elsewhere for later. The owner waits for the units its
+helpers hold, then writes the summary and the report (a helper does it if the owner is gone).
+
 Run folder::
 
     config.yaml  run.json  run.log
@@ -115,15 +120,27 @@ def plan_units(config: RunConfig, target_names: list[str]) -> list[Unit]:
 
 # ------------------------------------------------------------------------------------------ suite
 class Suite:
-    def __init__(self, config: RunConfig, out_dir: Path, progress: bool = True):
+    poll_seconds = 10.0  # how often a process waits for units another one is running
+
+    def __init__(self, config: RunConfig, out_dir: Path, progress: bool = True, join: bool = False):
         self.config = config
         self.out = Path(out_dir)
         self.progress = progress
+        self.join = join
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
+        """The run's summary (``summary.json``); None for a helper (``join``) whose owner writes it."""
         from .fileio import ensure_dir
         from .lock import folder_lock
 
+        if self.join:
+            if isinstance(self.config.benchmark, list):
+                raise UserError("--join shares one world's run folder: add --benchmark world:SEED and --out "
+                                "<out>/world-SEED, as the run being joined uses.")
+            if not (self.out / "config.yaml").is_file():
+                raise UserError(f"--out {self.out}: --join needs a run folder where a run has started (no "
+                                f"config.yaml there); start the run without --join first.")
+            return self._run_locked()
         ensure_dir(self.out, "--out")
         with folder_lock(self.out, "--out", say=self._say):
             return self._run_locked()
@@ -160,16 +177,14 @@ class Suite:
                 self._load(model_spec)
             # run.json at the start too ("complete": false), so that a run stopped or still going can be
             # read (``rwkuplus report``, ``rwkuplus claims``) from the units it has finished
-            self._write_run_json(units, model_spec, model_info, started, complete=not todo)
+            if not self.join:
+                self._write_run_json(units, model_spec, model_info, started, complete=not todo)
             bar = self._bar(len(units), len(done))
-            for unit in todo:
-                if bar is not None:
-                    bar.set_postfix_str(unit.label + " / " + unit.targets[0][:20])
-                self._run_unit(unit, model_info, bar)
-                if bar is not None:
-                    bar.update(1)
+            self._work(todo, model_info, bar)
             if bar is not None:
                 bar.close()
+            if self.join:
+                return self._finish_as_helper(units, model_spec, model_info, started)
             self._write_run_json(units, model_spec, model_info, started, complete=True)
             from .report import rebuild
 
@@ -178,6 +193,66 @@ class Suite:
         finally:
             logging.getLogger("rwkuplus").removeHandler(handler)
             handler.close()
+
+    def _work(self, todo: list[Unit], model_info: dict, bar) -> None:
+        """Run the units of ``todo`` in plan order, each under its claim (``lock.claim``): a unit another
+        process holds is skipped, a unit whose Before unit is not finished yet (another process runs it)
+        waits; when only such units are left, wait for them (every ``poll_seconds``), saying for which."""
+        from .lock import claim, describe, held_by
+
+        pending, said = list(todo), None
+        while pending:
+            ran = False
+            for unit in list(pending):
+                if self._finished(unit):  # finished by another process
+                    pending.remove(unit)
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                befores = [] if unit.method == "before" else [Unit("before", None, "none", (t,), 0)
+                                                              for t in unit.targets]
+                if not all(self._finished(b) for b in befores):
+                    continue  # its Before unit runs in another process: come back to it
+                with claim(self._unit_dir(unit), say=self._say) as mine:
+                    if not mine or self._finished(unit):
+                        continue
+                    if bar is not None:
+                        bar.set_postfix_str(unit.label + " / " + unit.targets[0][:20])
+                    self._run_unit(unit, model_info, bar)
+                pending.remove(unit)
+                if bar is not None:
+                    bar.update(1)
+                ran = True
+                break  # back to the start of the plan: a Before unit finished elsewhere may free others
+            if pending and not ran:
+                holders = sorted({describe(h) for u in pending if (h := held_by(self._unit_dir(u))) is not None})
+                text = f"waiting for {len(pending)} units that another process is running ({'; '.join(holders)})."
+                if text != said:
+                    self._say(text)
+                    said = text
+                self._wait()
+
+    def _wait(self) -> None:
+        time.sleep(self.poll_seconds)
+
+    def _finished(self, unit: Unit) -> bool:
+        return (self._unit_dir(unit) / "result.json").is_file()
+
+    def _finish_as_helper(self, units: list[Unit], model_spec: str, model_info: dict, started: float) -> dict | None:
+        """A helper's end: the owner writes the summary; if the owner is gone, the helper does."""
+        from .lock import describe, folder_lock, held_by
+
+        owner = held_by(self.out)
+        if owner is not None:
+            self._say(f"every unit is finished; the run that owns {self.out} ({describe(owner)}) writes the "
+                      "summary and the report.")
+            return None
+        with folder_lock(self.out, "--out", say=self._say):
+            self._write_run_json(units, model_spec, model_info, started, complete=True)
+            from .report import rebuild
+
+            rebuild(self.out, html=True)
+        return read_json(self.out / "summary.json")
 
     def _write_run_json(self, units: list[Unit], model_spec: str, model_info: dict, started: float,
                         complete: bool) -> None:
@@ -209,9 +284,12 @@ class Suite:
         path = self.out / "config.yaml"
         text = self.config.to_yaml()
         if path.exists() and path.read_text(encoding="utf-8") != text:
-            raise UserError(f"{self.out}: this run folder holds a run with another configuration "
-                            f"(see its config.yaml); choose another --out or delete the folder.")
-        write_text(path, text)
+            what = "the run to join" if self.join else "this run folder"
+            raise UserError(f"{self.out}: {what} holds a run with another configuration (see its config.yaml); "
+                            + ("give --join the same options as that run." if self.join
+                               else "choose another --out or delete the folder."))
+        if not self.join:
+            write_text(path, text)
 
     def _prepare(self):
         from .benchmark.rwku import load_benchmark

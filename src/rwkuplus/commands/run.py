@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), help=DTYPE_HELP)
     p.add_argument("--protocol", help=PROTOCOL_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress display (logs still go to run.log)")
+    p.add_argument("--join", action="store_true",
+                   help="share the work of the run already working in --out (same options): take the units it has "
+                        "not started; that run writes the summary at the end")
 
 
 def resolve_config(args) -> RunConfig:
@@ -63,8 +66,10 @@ def run(args) -> int:
 
     config = resolve_config(args)
     out = Path(args.out or ("runs/quick" if args.quick else "runs/default"))
-    summary = Suite(config, out, progress=not args.quiet).run()
+    summary = Suite(config, out, progress=not args.quiet, join=args.join).run()
     print(f"\nRun folder: {out}")
+    if args.join and summary is None:  # a helper: the run that owns the folder writes the summary
+        return 0
     if isinstance(config.benchmark, list):  # a run over several worlds: one run folder each, the claims here
         print((out / "claims.md").read_text(encoding="utf-8"))
         from ..config import world_seed
