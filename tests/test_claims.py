@@ -16,7 +16,7 @@ def _unit(folder, method, target, seed=0, corpus=None, trajectory=(), diagnostic
     obj = {"unit": {"method": method, "label": method, "setting": "full", "target": target, "seed": seed,
                     "corpus": corpus},
            "status": "ok", "reason": None, "metrics": {}, "costs": {}, "trajectory": list(trajectory),
-           "diagnostics": list(diagnostics)}
+           "diagnostics": list(diagnostics), "seconds": 360.0}
     (d / "result.json").write_text(json.dumps(obj))
 
 
@@ -123,6 +123,8 @@ def test_a_partial_run_says_so_and_counts_what_finished(tmp_path):
     assert part["units"] == {"seed0": 14} and part["planned"] == {"seed0": 21}
     text = C.to_markdown(part)
     assert "14 finished units of 21 planned: **a partial run**" in text
+    assert part["unit_hours"] == {"seed0": pytest.approx(1.4)}  # 14 units of 360 s
+    assert "Unit time: 1.4 h summed over the units (seed0 1.4)" in text
     assert _rows(part).keys() == _rows(whole).keys()
     cr = _rows(part)[("CFT-SFT conflicting - consistent", "conflict ratio at FE = 0.5")]
     assert cr["n_targets"] == 2 and cr["estimate"] == pytest.approx(0.3)

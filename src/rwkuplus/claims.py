@@ -136,6 +136,15 @@ def load_worlds(paths: Iterable[str | Path]) -> dict[str, list]:
     return _worlds_of(_runs(paths))
 
 
+def _unit_hours(runs: list[tuple[str, Any]]) -> dict[str, float]:
+    """``{world: hours}``: the finished units' own times summed (``result.json`` "seconds"), whatever else
+    ran on the machine beside them."""
+    out: dict[str, float] = {}
+    for name, run in runs:
+        out[name] = out.get(name, 0.0) + sum(u.seconds or 0.0 for u in run.units) / 3600
+    return dict(sorted(out.items()))
+
+
 def _planned(runs: list[tuple[str, Any]]) -> dict[str, int]:
     """``{world: units planned}``: finished, failed and not yet run (a run writes its plan into
     ``run.json`` when it starts), so that a table from a run part-way says so."""
@@ -283,6 +292,7 @@ def claims_table(paths: Iterable[str | Path], n_boot: int = 2000, seed: int = 0)
     return {"format": "rwkuplus-claims", "version": 1, "worlds": sorted(worlds),
             "units": {w: len(us) for w, us in sorted(worlds.items())},
             "planned": _planned(runs),
+            "unit_hours": _unit_hours(runs),
             "rule": "supported: the 95% interval on the predicted side of 0 and every world's estimate too; "
                     "mixed: the worlds disagree, or the interval contains 0 with the estimate on the predicted "
                     "side; not supported: the estimate 0 or on the other side",
@@ -295,12 +305,21 @@ def _num(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _hours_text(hours: dict[str, float]) -> str:
+    if not any(hours.values()):
+        return ""
+    each = ", ".join(f"{w} {h:.1f}" for w, h in hours.items())
+    return (f"Unit time: {sum(hours.values()):.1f} h summed over the units ({each}), each unit's time as it ran, "
+            "beside whatever else the machine ran. ")
+
+
 def to_markdown(table: dict) -> str:
     worlds = table["worlds"]
     done, planned = sum(table["units"].values()), sum((table.get("planned") or {}).values())
     extent = (f"{done} finished units of {planned} planned: **a partial run**, the rows count only the "
               f"targets whose units have finished" if planned > done else f"{done} finished units")
     lines = [f"Worlds: {', '.join(worlds) or 'none'} ({extent}). "
+             + _hours_text(table.get("unit_hours") or {}) +
              f"Intervals: hierarchical bootstrap ({table['n_boot']} resamples) over worlds, then targets, then items. "
              f"Verdict rule: {table['rule']}.", "",
              "| claim | measure | comparison | estimate | 95% CI | worlds / targets / items | per world | verdict |",

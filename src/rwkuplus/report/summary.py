@@ -160,6 +160,7 @@ class UnitResult:
     domains: dict[str, Any] = field(default_factory=dict)  # spillover by domain (report/comparisons.py)
     utility_columns: dict[str, Any] | None = None  # the informativeness rule's verdicts (rwkuplus.informative)
     sequence: list[dict] = field(default_factory=list)  # sequential unlearning's step rows (report/attacks.py)
+    seconds: float | None = None  # the unit's time as it ran (training, checkpoints, final evaluation)
 
     @property
     def ok(self) -> bool:
@@ -251,6 +252,7 @@ def read_unit(folder: Path) -> UnitResult:
         protocol=_optional_str(obj, "protocol", path),
         domains=_dict_field(obj, "domains", path), utility_columns=_dict_field(obj, "utility_columns", path) or None,
         sequence=_list_of_dicts(_dict_field(obj, "training", path), "sequence", path),
+        seconds=float(obj["seconds"]) if _is_number(obj.get("seconds")) else None,
     )
 
 
