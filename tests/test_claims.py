@@ -80,6 +80,10 @@ def test_claims_on_two_worlds(tmp_path):
     assert high["estimate"] == pytest.approx(((0.4 + 0.36) + (0.2 + 0.48)) / 2)
     # no items of the other domains, and CFT-SFT has no unrelated items changing: not measured / not supported
     assert rows[("CFT-DPO - mean of GA, GD, NPO, RT", "dHR same at FE = 0.5")]["verdict"] == "not measured"
+    # at equal steps (the last checkpoint, step 4) CFT-DPO's items changed by 1.0, the baselines' by 0
+    end = rows[("CFT-DPO - mean of GA, GD, NPO, RT", "dHR unrelated at the last checkpoint")]
+    assert end["claim"] == "2, context: at equal steps" and end["level"] is None
+    assert end["estimate"] == pytest.approx(1.0) and end["n_items"] == 8
     assert rows[("CFT-SFT (conflicting) - mean of GA, GD, NPO, RT", "dHR unrelated at FE = 0.5")]["verdict"] == \
         "not supported"
 

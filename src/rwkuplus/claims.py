@@ -18,7 +18,9 @@ fabricates elsewhere. For CFT-SFT (conflicting) and CFT-DPO against the mean of 
 at equal forgetting (FE = 0.5 and 0.8), the HR change (dHR, against the Before model) in each domain
 (same, related, unrelated, nonexistent: ``report/comparisons.py``): per target and item, CFT's dHR
 minus the baselines' mean dHR (each item's change interpolated at the FE level along the unit's
-checkpoints, seeds averaged), predicted > 0.
+checkpoints, seeds averaged), predicted > 0. For context, the same differences at equal steps (each
+unit's last checkpoint, step 12 in the hidden-costs run) follow in rows of their own: the comparison
+the claim replaces, where a method that trains further past a forgetting level shows more spillover.
 
 Intervals: the hierarchical bootstrap (``rwkuplus.bootstrap``) over worlds, then targets, then items
 (claim 1's measures are one number per target: worlds, then targets). A unit whose trajectory never
@@ -58,7 +60,7 @@ class ClaimRow:
     claim: str
     measure: str
     comparison: str
-    level: float | None  # the FE level it is read at
+    level: float | None  # the FE level it is read at; None: the last checkpoint (equal steps)
     estimate: float | None
     low: float | None
     high: float | None
@@ -168,10 +170,10 @@ def _reading(unit, key: str, level: float) -> float | None:
     return r["step"] if key == "step" else r.get(key)
 
 
-def item_changes(unit, domain: str, level: float) -> dict[str, float] | None:
+def item_changes(unit, domain: str, level: float | None) -> dict[str, float] | None:
     """Each counted item's HR change at FE = ``level``, interpolated along the unit's checkpoints (their
-    ``domain_items``; the Before point: every change 0). None when FE never reaches the level or the
-    checkpoints hold no items of the domain."""
+    ``domain_items``; the Before point: every change 0); at the last checkpoint when ``level`` is None.
+    None when FE never reaches the level or the checkpoints hold no items of the domain."""
     from .tradeoff import value_at
 
     rows = sorted((r for r in unit.trajectory if isinstance(r.get("step"), (int, float))), key=lambda r: r["step"])
@@ -179,6 +181,9 @@ def item_changes(unit, domain: str, level: float) -> dict[str, float] | None:
     ids = sorted({i for r in rows for i in ((r.get("domain_items") or {}).get(domain) or {})})
     if not ids:
         return None
+    if level is None:
+        last = (rows[-1].get("domain_items") or {}).get(domain) or {}
+        return {i: float(v) for i, v in last.items() if isinstance(v, (int, float))} or None
     fe = [0.0] + [float(r["FE"]) for r in rows]
     if value_at(fe, fe, level) is None:
         return None
@@ -256,7 +261,9 @@ def _baselines_text(counted: set[str]) -> str:
     return f"mean of {', '.join(names)} ({', '.join(missing)}: FE never reaches the level)"
 
 
-def claim2_rows(worlds: dict[str, list], levels=(0.5, 0.8), n_boot: int = 2000, seed: int = 0) -> list[ClaimRow]:
+def claim2_rows(worlds: dict[str, list], levels=(0.5, 0.8, None), n_boot: int = 2000,
+                seed: int = 0) -> list[ClaimRow]:
+    """Claim 2's rows at each level; a level None: at the last checkpoint (equal steps, for context)."""
     rows = []
     for method, corpus, label in CFT_METHODS:
         for level in levels:
@@ -278,8 +285,10 @@ def claim2_rows(worlds: dict[str, list], levels=(0.5, 0.8), n_boot: int = 2000, 
                                 diffs.append(v - statistics.fmean(others))
                         if diffs:
                             data.setdefault(world, {})[target] = diffs
-                rows.append(_row("2: hallucination spillover", f"dHR {domain} at FE = {level:g}",
-                                 f"{label} - {_baselines_text(counted)}", level, data, n_boot, seed))
+                claim, where = (("2: hallucination spillover", f"at FE = {level:g}") if level is not None else
+                                ("2, context: at equal steps", "at the last checkpoint"))
+                rows.append(_row(claim, f"dHR {domain} {where}", f"{label} - {_baselines_text(counted)}", level,
+                                 data, n_boot, seed))
     return rows
 
 
