@@ -185,58 +185,62 @@ class Suite:
                 bar.close()
             if self.join:
                 return self._finish_as_helper(units, model_spec, model_info, started)
-            self._write_run_json(units, model_spec, model_info, started, complete=True)
-            from .report import rebuild
-
-            rebuild(self.out, html=True)
-            return read_json(self.out / "summary.json")
+            return self._finish(units, model_spec, model_info, started)
         finally:
             logging.getLogger("rwkuplus").removeHandler(handler)
             handler.close()
 
     def _work(self, todo: list[Unit], model_info: dict, bar) -> None:
-        """Run the units of ``todo`` in plan order, each under its claim (``lock.claim``): a unit another
-        process holds is skipped, a unit whose Before unit is not finished yet (another process runs it)
-        waits; when only such units are left, wait for them (every ``poll_seconds``), saying for which."""
-        from .lock import claim, describe, held_by
+        """Run the units of ``todo`` in plan order, each under its claim (``_run_claimed``); when only
+        units that another process holds, or whose Before unit it runs, are left, wait for them (every
+        ``poll_seconds``), saying for which."""
+        from .lock import describe, held_by
 
         pending, said = list(todo), None
         while pending:
-            ran = False
-            for unit in list(pending):
-                if self._finished(unit):  # finished by another process
-                    pending.remove(unit)
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                befores = [] if unit.method == "before" else [Unit("before", None, "none", (t,), 0)
-                                                              for t in unit.targets]
-                if not all(self._finished(b) for b in befores):
-                    continue  # its Before unit runs in another process: come back to it
-                with claim(self._unit_dir(unit), say=self._say) as mine:
-                    if not mine or self._finished(unit):
-                        continue
-                    if bar is not None:
-                        bar.set_postfix_str(unit.label + " / " + unit.targets[0][:20])
-                    self._run_unit(unit, model_info, bar)
+            # the first unit finished (here or by another process); after each, back to the plan's start,
+            # since a Before unit finished elsewhere may free others
+            unit = next((u for u in pending if self._finished(u) or self._run_claimed(u, model_info, bar)), None)
+            if unit is not None:
                 pending.remove(unit)
                 if bar is not None:
                     bar.update(1)
-                ran = True
-                break  # back to the start of the plan: a Before unit finished elsewhere may free others
-            if pending and not ran:
-                holders = sorted({describe(h) for u in pending if (h := held_by(self._unit_dir(u))) is not None})
-                text = f"waiting for {len(pending)} units that another process is running ({'; '.join(holders)})."
-                if text != said:
-                    self._say(text)
-                    said = text
-                self._wait()
+                continue
+            holders = sorted({describe(h) for u in pending if (h := held_by(self._unit_dir(u))) is not None})
+            text = f"waiting for {len(pending)} units that another process is running ({'; '.join(holders)})."
+            if text != said:
+                self._say(text)
+                said = text
+            self._wait()
+
+    def _run_claimed(self, unit: Unit, model_info: dict, bar) -> bool:
+        """Run ``unit`` if its Before units are finished and no other process holds it (``lock.claim``);
+        True when it is finished now."""
+        from .lock import claim
+
+        if unit.method != "before" and not all(self._finished(Unit("before", None, "none", (t,), 0))
+                                               for t in unit.targets):
+            return False  # its Before unit runs in another process: come back to it
+        with claim(self._unit_dir(unit), say=self._say) as mine:
+            if mine and not self._finished(unit):
+                if bar is not None:
+                    bar.set_postfix_str(unit.label + " / " + unit.targets[0][:20])
+                self._run_unit(unit, model_info, bar)
+            return mine
 
     def _wait(self) -> None:
         time.sleep(self.poll_seconds)
 
     def _finished(self, unit: Unit) -> bool:
         return (self._unit_dir(unit) / "result.json").is_file()
+
+    def _finish(self, units: list[Unit], model_spec: str, model_info: dict, started: float) -> dict:
+        """Every unit is finished: run.json marked complete, the summary and the report written."""
+        from .report import rebuild
+
+        self._write_run_json(units, model_spec, model_info, started, complete=True)
+        rebuild(self.out, html=True)
+        return read_json(self.out / "summary.json")
 
     def _finish_as_helper(self, units: list[Unit], model_spec: str, model_info: dict, started: float) -> dict | None:
         """A helper's end: the owner writes the summary; if the owner is gone, the helper does."""
@@ -248,11 +252,7 @@ class Suite:
                       "summary and the report.")
             return None
         with folder_lock(self.out, "--out", say=self._say):
-            self._write_run_json(units, model_spec, model_info, started, complete=True)
-            from .report import rebuild
-
-            rebuild(self.out, html=True)
-        return read_json(self.out / "summary.json")
+            return self._finish(units, model_spec, model_info, started)
 
     def _write_run_json(self, units: list[Unit], model_spec: str, model_info: dict, started: float,
                         complete: bool) -> None:
