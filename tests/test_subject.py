@@ -5,6 +5,7 @@ from rwkuplus.cli import main
 import json
 
 import pytest
+import torch
 
 from rwkuplus.evaluation.grading import load_refusal_matcher
 from rwkuplus.subject import (
@@ -140,3 +141,19 @@ def test_general_check_set_is_large_easy_numeric_enough_and_gives_nothing_away()
         assert q.endswith("?") and len(q) < 100, q
         assert all(a.strip() and len(a.split()) <= 5 for a in answers), q
         assert best_recall(q, answers) < DEFAULT_THRESHOLD, q  # an answer repeating the question is no answer
+
+
+def test_a_sparse_injection_moves_only_the_chosen_share_of_the_weights(tiny_model_dir, tmp_path):
+    from rwkuplus.models import load_model
+    from rwkuplus.subject import build_subject
+
+    settings = InjectionSettings(**{**TINY_SETTINGS.__dict__, "mask_fraction": 0.02})
+    build_subject(str(tiny_model_dir), TINY_WORLD, settings, tmp_path / "s", progress=False, dtype="float32")
+    base, _, _ = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    subject, _, _ = load_model(str(tmp_path / "s"), device="cpu", dtype="float32")
+    trained = {n: p for n, p in base.named_parameters() if ".layers." in n}
+    after = dict(subject.named_parameters())
+    moved = sum(int((after[n] != p).sum()) for n, p in trained.items())
+    total = sum(p.numel() for p in trained.values())
+    assert 0 < moved <= 0.021 * total  # the masked share (ties aside) and nothing else
+    assert all(torch.equal(after[n], p) for n, p in base.named_parameters() if ".layers." not in n)

@@ -31,6 +31,7 @@ from .benchmark.records import TrainExample
 from .benchmark.world import (
     World, WorldConfig, forget_probes, generate_world, injection_checks, injection_corpus, neighbor_probes,
 )
+from .errors import UserError
 from .fileio import read_json, write_json
 from .models import DEFAULT_MODEL, LoraSettings, dtype_name, load_model, resolve_model, save_model
 from .integrity import check_folder
@@ -73,11 +74,12 @@ class InjectionSettings:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     retained_cloze: bool = True  # retained people's facts also in fill-in-the-blank form (``injection_corpus``)
     adam_eps: float = 1e-8  # AdamW's epsilon (docs/subject.md: the optimisation floor of general kept)
+    mask_fraction: float = 1.0  # < 1: train only this share of the weight entries, those that matter most for the world (training/sparse.py)
 
 
 #: Settings added after injection version 5, with the value that builds what version 5 built: left
 #: out of the cache key at that value, so the subjects cached before keep their keys.
-_ADDED_SETTINGS = {"adam_eps": 1e-8}
+_ADDED_SETTINGS = {"adam_eps": 1e-8, "mask_fraction": 1.0}
 
 
 def subject_key(model: str, world_config: WorldConfig, settings: InjectionSettings, dtype: str = "auto") -> str:
@@ -249,6 +251,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     from .methods.sft import teacher_targets
     from .training.loop import train
     from .training.settings import TrainSettings
+    from .training.sparse import masked_gradients
 
     start = time.perf_counter()
     world = generate_world(world_config)
@@ -272,10 +275,12 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
                                    adam_eps=settings.adam_eps,
                                    seed=settings.seed, mode=settings.mode, layers=settings.layers, lora=lora, group_by_length=True,
                                    max_forget_nll_per_token=None)
+    method = make_method("sft", corpus_name="injection", soft_weight=settings.replay_weight, soft_targets=soft)
+    masks = _world_masks(model, tokenizer, method, corpus, settings, train_settings, progress)
     bar = _step_bar(progress, train_settings.total_steps(len(examples)))
-    result = train(model, tokenizer, make_method("sft", corpus_name="injection", soft_weight=settings.replay_weight,
-                                           soft_targets=soft), {"injection": examples},
-                   train_settings, on_step=(lambda row: bar.update(1)) if bar else None)
+    with masked_gradients(model, masks):
+        result = train(model, tokenizer, method, {"injection": examples}, train_settings,
+                       on_step=(lambda row: bar.update(1)) if bar else None)
     if bar:
         bar.close()
     model = result.model
@@ -306,6 +311,23 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return summary
+
+
+def _world_masks(model, tokenizer, method, corpus, settings: InjectionSettings, train_settings, progress: bool) -> dict:
+    """With ``mask_fraction`` < 1, the masks of sparse fine-tuning: the share of the trained entries with
+    the largest squared gradients of the world corpus' NLL (the replay is not scored); {} otherwise."""
+    if settings.mask_fraction >= 1:
+        return {}
+    from .training.loop import prepare_model
+    from .training.sparse import fisher_scores, top_fraction_masks
+
+    if settings.mode == "lora":
+        raise UserError("mask_fraction: sparse injection trains the model's own weights; use mode layers or full.")
+    with activity(f"Choosing the {settings.mask_fraction:.1%} of the weights the world needs most...", progress):
+        prepare_model(model, train_settings)
+        scores = fisher_scores(model, tokenizer, method, "injection", [(e,) for e in corpus], settings.max_length,
+                               settings.batch_size)
+        return top_fraction_masks(scores, settings.mask_fraction)
 
 
 def _verdict(scores: dict) -> dict:
