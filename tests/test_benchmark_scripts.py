@@ -48,3 +48,37 @@ def test_generation_batch_prints_one_row_per_batch_size_and_the_first_again(tiny
     assert [r.split("|")[1].strip() for r in rows] == ["2", "4", "2"]
     assert rows[0].split("|")[4].strip() == "1.00x" and rows[0].split("|")[5].strip() == "100%"
     assert rows[2].split("|")[5].strip() == "100%"  # the same batch size again gives the same answers
+
+
+def _fake_run(folder: Path, fe_ga: float, answers: dict[str, list[str]]) -> Path:
+    rows = [{"method": "Before", "method_id": "before", "setting": "none", "corpus": None,
+             "metrics": {"Forget All": {"mean": 80.0}, "FE": None}},
+            {"method": "GA", "method_id": "ga", "setting": "full", "corpus": None,
+             "metrics": {"Forget All": {"mean": 20.0, "std": 1.0}, "FE": {"mean": fe_ga}}}]
+    (folder / "units").mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"rows": rows}))
+    for unit, texts in answers.items():
+        method, setting = unit.split("__")[:2]
+        (folder / "units" / unit / "eval" / "t1").mkdir(parents=True)
+        (folder / "units" / unit / "result.json").write_text(json.dumps(
+            {"unit": {"method": method, "setting": setting, "corpus": None}, "seconds": 10.0}))
+        (folder / "units" / unit / "eval" / "t1" / "forget.jsonl").write_text(
+            "".join(json.dumps({"prediction": t, "score": 1.0}) + "\n" for t in texts))
+    return folder
+
+
+def test_compare_runs_puts_two_runs_side_by_side_with_their_answer_agreement(tmp_path, capsys):
+    compare_runs = _load("compare_runs")
+    a = _fake_run(tmp_path / "a", 0.75, {"before__none__X__s-": ["Lyon", "1960"], "ga__full__X__s0": ["a", "b", "c", "d"]})
+    b = _fake_run(tmp_path / "b", 0.70, {"before__none__X__s-": ["Lyon", "1960"], "ga__full__X__s0": ["a", "x", "c", "y"]})
+    result = compare_runs.compare(a, b, ("Forget All", "FE"))
+    rows = {r["method"]: r for r in result["rows"]}
+    assert rows["Before"]["identical"] == 1.0 and rows["GA"]["identical"] == 0.5 and rows["GA"]["answers"] == 4
+    assert rows["GA"]["values"]["FE"] == (0.75, 0.70) and rows["Before"]["values"]["FE"] == (None, None)
+    assert result["identical"] == 4 / 6 and result["seconds"] == (20.0, 20.0)
+    assert result["largest"]["FE"][1] == "GA" and abs(result["largest"]["FE"][0] - 0.05) < 1e-12
+    assert compare_runs.main([str(a), str(b), "--names", "float32,bfloat16", "--metrics", "Forget All,FE"]) == 0
+    out = capsys.readouterr().out
+    assert "| GA | 20.0 / 20.0 | 0.75 / 0.70 | 50.0% of 4 |" in out and "float32 / bfloat16" in out
+    assert "66.7% of 6" in out
+    assert compare_runs.main([str(a), str(tmp_path / "missing")]) == 2
