@@ -22,17 +22,17 @@ from rwkuplus.config import RunConfig
 from rwkuplus.fileio import read_json, write_json
 from rwkuplus.suite import Suite
 
-# Full fine-tuning learning rates tried per method (9 steps at batch 4 for GA/NPO/RT/CFT-SFT on one
-# world target, 33 for the DPO family).
+# Full fine-tuning learning rates tried per method, at the default run's budget (12 optimizer steps at
+# batch 4 on one world target) and in the default dtype (bf16 on a CPU with fast bf16).
 GRID = {
-    "ga": (5e-6, 1e-5, 3e-5),
-    "gd": (1e-5, 3e-5, 1e-4),
-    "npo": (1e-5, 3e-5, 1e-4),
-    "simnpo": (1e-5, 3e-5, 1e-4),
-    "rt": (1e-5, 3e-5, 1e-4),
-    "cft-sft:conflicting": (1e-5, 3e-5, 1e-4),
-    "cft-dpo": (3e-6, 1e-5, 3e-5),
-    "altpo": (3e-6, 1e-5, 3e-5),
+    "ga": (3e-5, 1e-4, 1.5e-4, 3e-4),
+    "gd": (3e-5, 1e-4, 1.5e-4, 3e-4),
+    "npo": (3e-5, 1e-4, 1.5e-4, 3e-4),
+    "simnpo": (3e-5, 1e-4, 1.5e-4, 3e-4),
+    "rt": (3e-5, 1e-4, 1.5e-4, 3e-4),
+    "cft-sft:conflicting": (3e-5, 1e-4, 1.5e-4, 3e-4),
+    "cft-dpo": (1e-5, 3e-5, 1e-4, 3e-4),
+    "altpo": (1e-5, 3e-5, 1e-4, 3e-4),
 }
 
 
@@ -43,14 +43,16 @@ def main() -> None:
     p.add_argument("--targets", default="1")
     p.add_argument("--setting", choices=("full", "lora"), default="full")
     p.add_argument("--grid-scale", type=float, default=1.0, help="multiply every grid learning rate (LoRA: 10)")
-    p.add_argument("--points", default="0,1,2", help="which grid points to run")
+    p.add_argument("--points", default="0,1,2,3", help="which grid points to run")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     args = p.parse_args()
     methods = args.methods.split(",")
     rows = []
     for i in (int(x) for x in args.points.split(",")):
-        train = {m.split(":")[0]: {"lr": GRID[m][i] * args.grid_scale} for m in methods}
+        lrs = {m.split(":")[0]: {"lr": GRID[m][i] * args.grid_scale} for m in methods}
+        train = {**RunConfig().train, **lrs}  # the default run's budget ("all": 12 steps) at each rate
         config = RunConfig(targets=args.targets, methods=["before", *methods], settings=[args.setting],
-                           checkpoints=[], diagnostics=False, train=train,
+                           checkpoints=[], diagnostics=False, train=train, dtype=args.dtype,
                            eval={"batch_size": 16, "parts": ["forget", "neighbor"], "utility_items": 1,
                                  "hallucination_items": 1})
         out = Path(args.out) / f"{args.setting}_{i}"
@@ -65,7 +67,7 @@ def main() -> None:
             ok = [u for u in mine if u["status"] == "ok"]
             f_a = _mean([u["metrics"].get("Forget All") for u in ok])
             n_a = _mean([u["metrics"].get("Neighbor All") for u in ok])
-            row = {"method": m, "setting": args.setting, "lr": train[name]["lr"], "forget_before": b_f,
+            row = {"method": m, "setting": args.setting, "lr": lrs[name]["lr"], "forget_before": b_f,
                    "neighbor_before": b_n, "forget_after": f_a, "neighbor_after": n_a,
                    "steps": _mean([u.get("training", {}).get("steps") for u in mine]),
                    "halved": None if f_a is None or not b_f else f_a <= b_f / 2,
