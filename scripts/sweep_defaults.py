@@ -79,7 +79,7 @@ def main() -> None:
     print("\n| method | setting | lr | steps | Forget All | Neighbor All | forget halved | neighbor >= half |")
     print("|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["lr"])):
-        print(f"| {r['method']} | {r['setting']} | {r['lr']:.0e} | {_f(r['steps'], 0)} | "
+        print(f"| {r['method']} | {r['setting']} | {_lr(r['lr'])} | {_f(r['steps'], 0)} | "
               f"{_f(r['forget_before'])} -> {_f(r['forget_after'])} | {_f(r['neighbor_before'])} -> "
               f"{_f(r['neighbor_after'])} | {_yn(r['halved'])} | {_yn(r['neighbor_kept_half'])} |"
               + (f" failed: {'; '.join(r['failed'])}" if r["failed"] else ""))
@@ -92,6 +92,10 @@ def _mean(xs):
 
 def _f(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _lr(x: float) -> str:
+    return f"{x:.1e}".replace(".0e", "e")  # 1e-04, 1.5e-04
 
 
 def _yn(x) -> str:

@@ -1,10 +1,11 @@
 """Per-method training settings, in ONE place: the default-model defaults and RWKU's Llama-3 preset.
 
 - ``default`` (SmolLM2-135M-Instruct, the embedded default): full fine-tuning learning rates chosen
-  by the sweep of ``scripts/sweep_defaults.py`` on the default world (``docs/defaults.md``: the
-  smallest learning rate of each method's grid that halves Forget All); LoRA learning rates 10x
-  (not swept); 3 epochs, batch 4, cosine schedule with 10% warm-up. GA+KL, NPO+GD and NPO+KL take
-  their family's rate (not swept).
+  by the sweep of ``scripts/sweep_defaults.py`` on the default world, in the default dtype (bf16 on
+  a CPU with fast bf16) at the default run's 12 steps (``docs/defaults.md``: the smallest learning
+  rate of each method's grid that halves Forget All); LoRA learning rates 10x (not swept); 3 epochs,
+  batch 4, cosine schedule with 10% warm-up. GA+KL, NPO+GD and NPO+KL take their family's rate (not
+  swept).
 - ``rwku-llama3``: RWKU's Llama-3-8B-Instruct settings (rwku-format.md): 3 epochs, cosine, 20
   warm-up steps, cut-off 512 tokens; full learning rates GA 6e-8 (batch 8), NPO 2e-6 (batch 16),
   DPO 5e-6 (batch 8), RT 4e-7 (batch 8); LoRA GA 1e-5, DPO 6e-5, NPO 5e-5, RT 3e-5 (rank 8,
@@ -26,9 +27,9 @@ DEFAULT_MODEL_SETTINGS: dict[str, tuple[float, float, int]] = {
     "ga": (1e-4, 1e-3, 4),
     "gd": (1e-4, 1e-3, 4),
     "ga-kl": (1e-4, 1e-3, 4),
-    "npo": (1e-4, 1e-3, 4),
-    "npo-gd": (1e-4, 1e-3, 4),
-    "npo-kl": (1e-4, 1e-3, 4),
+    "npo": (1.5e-4, 1.5e-3, 4),
+    "npo-gd": (1.5e-4, 1.5e-3, 4),
+    "npo-kl": (1.5e-4, 1.5e-3, 4),
     "simnpo": (1e-4, 1e-3, 4),
     "rt": (1e-4, 1e-3, 4),
     "cft-sft": (1e-4, 1e-3, 4),
@@ -36,8 +37,8 @@ DEFAULT_MODEL_SETTINGS: dict[str, tuple[float, float, int]] = {
     "cft-pcgrad": (1e-4, 1e-3, 4),
     "cft-gru": (1e-4, 1e-3, 4),
     "cft-honest": (1e-4, 1e-3, 4),
-    "cft-dpo": (1e-5, 1e-4, 4),
-    "altpo": (3e-5, 3e-4, 4),
+    "cft-dpo": (3e-4, 3e-3, 4),
+    "altpo": (3e-4, 3e-3, 4),
     "sft": (1e-4, 1e-3, 4),
     "rmu": (5e-3, 1e-3, 4),  # only three layers' mlp.down_proj train (methods/rmu.py); not swept
     "icu": (1e-4, 1e-3, 4),  # never trains; kept so every method has an entry
