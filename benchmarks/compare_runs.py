@@ -111,7 +111,10 @@ def main(argv=None) -> int:
     p.add_argument("--names", default="A,B", help="the two runs' names in the table, comma-separated")
     p.add_argument("--metrics", default=",".join(METRICS), help="summary metrics to compare, comma-separated")
     args = p.parse_args(argv)
-    names = tuple(args.names.split(",", 1)) if "," in args.names else ("A", "B")
+    names = tuple(n.strip() for n in args.names.split(","))
+    if len(names) != 2 or not all(names):
+        print(f"--names: expected two names separated by a comma, got {args.names!r}.", file=sys.stderr)
+        return 2
     for run in (args.run_a, args.run_b):
         if not (run / "summary.json").is_file():
             print(f"{run}: expected a finished run folder with a summary.json.", file=sys.stderr)

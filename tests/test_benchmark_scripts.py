@@ -82,3 +82,5 @@ def test_compare_runs_puts_two_runs_side_by_side_with_their_answer_agreement(tmp
     assert "| GA | 20.0 / 20.0 | 0.75 / 0.70 | 50.0% of 4 |" in out and "float32 / bfloat16" in out
     assert "66.7% of 6" in out
     assert compare_runs.main([str(a), str(tmp_path / "missing")]) == 2
+    assert compare_runs.main([str(a), str(b), "--names", "float32"]) == 2
+    assert "--names: expected two names" in capsys.readouterr().err

@@ -157,3 +157,15 @@ def test_a_sparse_injection_moves_only_the_chosen_share_of_the_weights(tiny_mode
     total = sum(p.numel() for p in trained.values())
     assert 0 < moved <= 0.021 * total  # the masked share (ties aside) and nothing else
     assert all(torch.equal(after[n], p) for n, p in base.named_parameters() if ".layers." not in n)
+
+
+def test_a_bad_sparse_setting_is_refused_before_any_work(tmp_path):
+    from rwkuplus.errors import UserError
+    from rwkuplus.subject import build_subject
+
+    for bad, match in (({"mask_fraction": 0.0}, r"expected a share in \(0, 1\]"),
+                       ({"mask_fraction": 0.1, "mode": "lora"}, "use mode layers or full")):
+        settings = InjectionSettings(**{**TINY_SETTINGS.__dict__, **bad})
+        with pytest.raises(UserError, match=match):  # the model path is never read
+            build_subject(str(tmp_path / "no-model"), TINY_WORLD, settings, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()

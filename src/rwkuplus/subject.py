@@ -253,6 +253,7 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     from .training.settings import TrainSettings
     from .training.sparse import masked_gradients
 
+    _check_sparse(settings)  # before minutes of work
     start = time.perf_counter()
     world = generate_world(world_config)
     model, tokenizer, resolved = load_model(model_spec, dtype=dtype)
@@ -313,6 +314,13 @@ def build_subject(model_spec: str, world_config: WorldConfig, settings: Injectio
     return summary
 
 
+def _check_sparse(settings: InjectionSettings) -> None:
+    if not 0 < settings.mask_fraction <= 1:
+        raise UserError(f"mask_fraction: expected a share in (0, 1], got {settings.mask_fraction!r}.")
+    if settings.mask_fraction < 1 and settings.mode == "lora":
+        raise UserError("mask_fraction: sparse injection trains the model's own weights; use mode layers or full.")
+
+
 def _world_masks(model, tokenizer, method, corpus, settings: InjectionSettings, train_settings, progress: bool) -> dict:
     """With ``mask_fraction`` < 1, the masks of sparse fine-tuning: the share of the trained entries with
     the largest squared gradients of the world corpus' NLL (the replay is not scored); {} otherwise."""
@@ -321,8 +329,6 @@ def _world_masks(model, tokenizer, method, corpus, settings: InjectionSettings, 
     from .training.loop import prepare_model
     from .training.sparse import fisher_scores, top_fraction_masks
 
-    if settings.mode == "lora":
-        raise UserError("mask_fraction: sparse injection trains the model's own weights; use mode layers or full.")
     with activity(f"Choosing the {settings.mask_fraction:.1%} of the weights the world needs most...", progress):
         prepare_model(model, train_settings)
         scores = fisher_scores(model, tokenizer, method, "injection", [(e,) for e in corpus], settings.max_length,
